@@ -1,0 +1,3 @@
+from cytocompare.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Core components, registered through the same hooks that third-party plugins implement."""

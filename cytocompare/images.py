@@ -1,0 +1,144 @@
+"""Images as a lazy, indexable set: paths + labels + content hashes, decoded on access.
+
+At paper scale (171,374 images, ~32 GB decoded) images are never all held in memory; methods
+that take images receive an :class:`ImageSet` and decode what they need, in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from cytocompare.errors import DataError
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_image(path: str | Path, *, resize: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one image file to an (H, W, 3) uint8 RGB array.
+
+    Raises :class:`DataError` naming the file and the cause (unreadable, truncated, not RGB).
+    ``resize`` is (height, width); used for an external set imaged at another size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # forces a full decode, so a truncated file fails here and not later
+            if im.mode != "RGB":
+                raise DataError(f"{path}: image mode is {im.mode!r}, expected 'RGB' (a colour image)")
+            if resize is not None and im.size != (resize[1], resize[0]):
+                im = im.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot decode ({exc}); the file is probably truncated or corrupt") from None
+
+
+class ImageSet(Sequence[np.ndarray]):
+    """An ordered set of labelled images, backed by files or, for tests, by in-memory arrays.
+
+    ``images[i]`` decodes image ``i``; ``images[idx]`` with a slice or index array returns a
+    sub-``ImageSet`` (no decoding). ``paths``, ``labels`` and ``sha256`` are parallel arrays.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: Sequence[str] | np.ndarray,
+        sha256: Sequence[str] | None = None,
+        *,
+        resize: tuple[int, int] | None = None,
+        arrays: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        self.paths = np.asarray([str(p) for p in paths], dtype=object)
+        self.labels = np.asarray(labels, dtype=object).astype(str)
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+        self._sha256 = None if sha256 is None else np.asarray(sha256, dtype=object)
+        self.resize = resize
+        self._arrays = arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[np.ndarray], labels: Sequence[str]) -> ImageSet:
+        """An in-memory set (synthetic test images); names are ``mem://i``."""
+        arrays = [np.ascontiguousarray(a, dtype=np.uint8) for a in arrays]
+        for i, a in enumerate(arrays):
+            if a.ndim != 3 or a.shape[2] != 3:
+                raise DataError(f"mem://{i}: array of shape {a.shape}, expected (H, W, 3)")
+        hashes = [hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest() for a in arrays]
+        return cls([f"mem://{i}" for i in range(len(arrays))], labels, hashes, arrays=arrays)
+
+    @property
+    def sha256(self) -> np.ndarray:
+        """Content hashes (computed on first use for file-backed sets)."""
+        if self._sha256 is None:
+            self._sha256 = np.asarray([sha256_file(p) for p in self.paths], dtype=object)
+        return self._sha256
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice | Sequence[int] | np.ndarray) -> ImageSet: ...
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if i < 0:
+                i += len(self)
+            if not 0 <= i < len(self):
+                raise IndexError(index)
+            if self._arrays is not None:
+                return self._arrays[i]
+            return read_image(self.paths[i], resize=self.resize)
+        return self.subset(np.arange(len(self))[index])
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            self.paths[idx],
+            self.labels[idx],
+            None if self._sha256 is None else self._sha256[idx],
+            resize=self.resize,
+            arrays=None if self._arrays is None else [self._arrays[i] for i in idx],
+        )
+
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded file (for GPU JPEG decoding); in-memory sets encode to PNG."""
+        if self._arrays is None:
+            return Path(self.paths[index]).read_bytes()
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(self._arrays[index]).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """Yield (indices, decoded images) in order, ``batch_size`` at a time."""
+        for start in range(0, len(self), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(self)))
+            yield idx, [self[int(i)] for i in idx]
+
+    def __repr__(self) -> str:
+        classes = sorted(set(self.labels.tolist()))
+        return f"ImageSet({len(self)} images, {len(classes)} classes)"

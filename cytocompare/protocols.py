@@ -1,0 +1,97 @@
+"""The component protocols (``typing.Protocol``): what a plugin's objects must look like.
+
+They follow scikit-learn: ``fit`` returns ``self``, fitted state lives in attributes ending with
+``_``, and ``get_params``/``set_params`` come from the constructor (inherit
+:class:`cytocompare.base.BaseComponent` to get them for free). The conformance kit
+(:mod:`cytocompare.testing`) checks the behaviour behind these shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Self
+
+    from cytocompare.images import ImageSet
+
+
+@runtime_checkable
+class Component(Protocol):
+    def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+    def set_params(self, **params: Any) -> Any: ...
+
+
+@runtime_checkable
+class FeatureExtractor(Component, Protocol):
+    """Maps each image to a fixed-length vector. Per-image and stateless (no labels), so the
+    runner may compute features once for all images and cache them; anything fitted on labels
+    belongs in a :class:`FeatureSelector` or the classifier, fitted on training rows only."""
+
+    def fit(self, images: ImageSet, y: np.ndarray | None = None) -> Self: ...
+    def transform(self, images: ImageSet) -> np.ndarray:
+        """Return a float32 array of shape (n_images, n_features)."""
+        ...
+    def get_feature_names_out(self) -> list[str]:
+        """Stable, unique feature names in column order (known before any image is seen)."""
+        ...
+
+
+@runtime_checkable
+class FeatureSelector(Component, Protocol):
+    """Supervised selection of columns (e.g. mRMR), fitted on the training rows of one split."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Self: ...
+    def transform(self, X: np.ndarray) -> np.ndarray: ...
+    def get_support(self, indices: bool = False) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Classifier(Component, Protocol):
+    """``input = "features"`` takes an (n, d) float array; ``input = "images"`` an ImageSet.
+
+    Labels are strings (class codes). After ``fit``, ``classes_`` is the sorted array of the
+    classes seen. ``predict_proba`` (optional) returns columns in the order of ``classes_``.
+    """
+
+    input: ClassVar[Literal["features", "images"]]
+
+    def fit(self, X: Any, y: np.ndarray) -> Self: ...
+    def predict(self, X: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What an evaluator may need beyond the labels."""
+
+    labels: Sequence[str]
+    tolerated_pairs: frozenset[frozenset[str]] = frozenset()
+    no_call_classes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One number: ``metric`` for ``cls`` (``""`` for a whole-run figure)."""
+
+    metric: str
+    cls: str
+    value: float
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Turns true and predicted labels of one split into metric rows."""
+
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray, context: EvaluationContext) -> list[MetricRow]: ...
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """Writes files a person can open (CSV, Markdown, PNG, HTML) from a finished run directory."""
+
+    def report(self, run_dir: Path) -> list[Path]: ...
