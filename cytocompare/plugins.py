@@ -59,7 +59,7 @@ def make_plugin_manager(
     if entry_points:
         _load_entry_points(pm)
     for plugin in extra_plugins:
-        pm.register(plugin)
+        pm.register(plugin, name=_object_name(plugin))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -70,6 +70,14 @@ def make_plugin_manager(
             lambda outcome, name, impls, kw: None,
         )
     return pm
+
+
+def _object_name(plugin: object) -> str:
+    """A readable plugin name: the module name, or module:Class for an object."""
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _split_env(var: str) -> list[str] | None:
@@ -113,7 +121,7 @@ def plugin_distributions(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]
             if module.startswith("cytocompare."):
                 out[name] = ("cytocompare", _core_version())
             else:
-                out[name] = ("(not installed)", "")
+                out[name] = ("(no distribution)", "")
     return out
 
 

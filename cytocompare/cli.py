@@ -1,0 +1,164 @@
+"""The ``cytocompare`` command line: a thin layer over config, runner, registry and reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from cytocompare import __version__
+from cytocompare.errors import CytocompareError
+
+
+class _Group(click.Group):
+    """Turns cytocompare's own errors into one clear message and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except CytocompareError as exc:
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cytocompare")
+def cli() -> None:
+    """Compare classical and deep classifiers of single-cell images under identical conditions."""
+
+
+@cli.command()
+@click.argument("protocol", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default: runs/<protocol name>). Re-using it resumes the run.")
+@click.option("--data", "data_path", default=None, help="Override the protocol's data.path (e.g. ../shared/data/matek-bm).")
+@click.option("--test-data", "test_data_path", default=None, help="Override the protocol's test_data.path.")
+@click.option("--only", multiple=True, help="Run only this method (repeatable).")
+def run(protocol: Path, output: Path | None, data_path: str | None, test_data_path: str | None,
+        only: tuple[str, ...]) -> None:
+    """Validate PROTOCOL completely, then run every installed method on the identical splits."""
+    from cytocompare.config import validate_protocol
+    from cytocompare.runner import Runner
+
+    proto, _ = validate_protocol(protocol)
+    out = output or Path("runs") / proto.name
+    result = Runner(proto, out, protocol_path=protocol, data_path=_abs(data_path),
+                    test_data_path=_abs(test_data_path), only=list(only) or None).run()
+    click.echo(f"finished: {len(result.methods_run)} method(s), {result.folds_done} fold(s) run, "
+               f"{result.folds_resumed} resumed; results in {result.run_dir}")
+    index = result.run_dir / "index.html"
+    if index.exists():
+        click.echo(f"open {index}")
+
+
+def _abs(path: str | None) -> str | None:
+    if path is None or path.startswith("bundled:"):
+        return path
+    return str(Path(path).resolve())
+
+
+@cli.command()
+@click.argument("protocol", type=click.Path(dir_okay=False, path_type=Path))
+def validate(protocol: Path) -> None:
+    """Check PROTOCOL (schema, component names, parameters) without running anything."""
+    from cytocompare.config import validate_protocol
+
+    proto, skipped = validate_protocol(protocol)
+    for name in skipped:
+        click.echo(f"note: optional method {name!r} will be skipped: its plugin is not installed")
+    click.echo(f"{protocol}: valid ({len(proto.methods)} methods, {len(proto.splits)} splits)")
+
+
+@cli.command("list")
+@click.option("--kind", type=click.Choice(["feature_extractor", "feature_selector", "classifier", "evaluator", "reporter"]),
+              default=None, help="Only this kind of component.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_components(kind: str | None, as_json: bool) -> None:
+    """List registered components (name, kind, distribution, version). Imports no backend."""
+    from cytocompare.plugins import get_registry
+
+    specs = [s for s in get_registry() if kind is None or s.kind == kind]
+    if as_json:
+        click.echo(json.dumps([{"name": s.name, "kind": s.kind, "distribution": s.distribution, "version": s.version,
+                                "plugin": s.plugin, "factory": s.factory_path, "description": s.description}
+                               for s in specs], indent=2))
+        return
+    rows = [(s.kind, s.name, f"{s.distribution} {s.version}", s.description) for s in specs]
+    _table(["kind", "name", "distribution", "description"], rows)
+
+
+@cli.command()
+@click.option("--requirements", is_flag=True, help="Print pinned name==version lines.")
+def plugins(requirements: bool) -> None:
+    """List installed plugins with their distribution, version and components."""
+    from cytocompare.plugins import get_plugin_manager, get_registry, plugin_distributions
+
+    dists = plugin_distributions(get_plugin_manager())
+    by_plugin: dict[str, list[str]] = {}
+    for s in get_registry():
+        by_plugin.setdefault(s.plugin, []).append(f"{s.kind}:{s.name}")
+    if requirements:
+        for dist, version in sorted({v for v in dists.values() if v[1]}):
+            click.echo(f"{dist}=={version}")
+        return
+    rows = [(name, dist, version, ", ".join(by_plugin.get(name, []))) for name, (dist, version) in sorted(dists.items())]
+    _table(["plugin", "distribution", "version", "components"], rows)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--reporter", "reporters", multiple=True, help="Only this reporter (repeatable).")
+def report(run_dir: Path, reporters: tuple[str, ...]) -> None:
+    """Recompute metrics and redraw tables and charts of a finished (or partial) RUN_DIR."""
+    from cytocompare.reports import redraw
+
+    written = redraw(run_dir, list(reporters) or None)
+    for path in written:
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", default="classifier", show_default=True,
+              type=click.Choice(["feature_extractor", "feature_selector", "classifier"]))
+def check(name: str, kind: str) -> None:
+    """Run the conformance kit on one registered component (with its fast parameters)."""
+    from cytocompare.plugins import get_registry
+    from cytocompare.testing import check_component
+
+    spec = get_registry().get(kind, name)  # type: ignore[arg-type]
+    component = spec.create(**spec.fast_params)
+    results = check_component(component, on_fail=None)
+    _table(["check", "status", "detail"], [(r["check_name"], r["status"], r.get("reason", "")) for r in results])
+    if any(r["status"] == "failed" for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of protocol files."""
+    from cytocompare.config import Protocol
+
+    click.echo(json.dumps(Protocol.model_json_schema(), indent=2))
+
+
+def _table(header: list[str], rows: list[tuple]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    widths[-1] = 0  # the last column is free text
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    click.echo(fmt.format(*header).rstrip())
+    for row in rows:
+        click.echo(fmt.format(*[str(x) for x in row]).rstrip())
+
+
+def main() -> None:
+    from cytocompare.plugins import get_plugin_manager
+
+    try:
+        get_plugin_manager().hook.register_commands(cli=cli)
+    except CytocompareError as exc:
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    cli()
