@@ -47,7 +47,7 @@ def run(protocol: Path, output: Path | None, data_path: str | None, test_data_pa
     result = Runner(proto, out, protocol_path=protocol, data_path=_abs(data_path),
                     test_data_path=_abs(test_data_path), only=list(only) or None).run()
     click.echo(f"finished: {len(result.methods_run)} method(s), {result.folds_done} fold(s) run, "
-               f"{result.folds_resumed} resumed; results in {result.run_dir}")
+               f"{result.folds_resumed} fold(s) resumed; results in {result.run_dir}")
     index = result.run_dir / "index.html"
     if index.exists():
         click.echo(f"open {index}")

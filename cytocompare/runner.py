@@ -133,8 +133,9 @@ class Runner:
         self._prepare_dir(rd)
         t0 = time.perf_counter()
         train, test = self._load_data(rd)
-        plan = self._split_plan(rd, train)
-        labels = ordered_labels(set(train.labels.tolist()) - set(plan.excluded), self.scheme)
+        plan = self._split_plan(rd, train, test)
+        dropped = {e.label for e in plan.excluded if e.policy == "drop"}
+        labels = ordered_labels(set(train.labels.tolist()) - dropped, self.scheme)
         self._write_run_json(rd, train, labels, methods, status="running")
 
         cache = None
@@ -230,27 +231,32 @@ class Runner:
             test = load(self.protocol.test_data, "test").images
         return train, test
 
-    def _split_plan(self, rd: Any, train: ImageSet) -> Any:
+    def _split_plan(self, rd: Any, train: ImageSet, test: ImageSet | None) -> Any:
         from cytocompare.splits import SplitPlan, SplitSpec, make_plan
 
-        specs = {name: SplitSpec(kind=s.kind, test_size=getattr(s, "test_size", None),
-                                 n_splits=getattr(s, "n_splits", None))
-                 for name, s in self.protocol.splits.items()}
-        plan = make_plan(train.labels, train.sha256, specs, seed=self.protocol.seed,
-                         small_classes=self.protocol.small_classes)
+        specs = {name: SplitSpec.coerce(s.model_dump()) for name, s in self.protocol.splits.items()}
+        plan = make_plan(
+            train.labels, train.sha256, specs, seed=self.protocol.seed, small_classes=self.protocol.small_classes,
+            paths=train.paths,
+            external_labels=None if test is None else test.labels,
+            external_sha256=None if test is None else test.sha256,
+        )
         stored = self.run_dir / "splits.json"
         if stored.exists():
-            previous = SplitPlan.from_files(stored)
+            # a resumed run must see the very same images and assignments
+            previous = SplitPlan.from_files(stored, self.run_dir / "splits.csv")
             if previous.hash != plan.hash:
                 raise CytocompareError(
-                    f"the data changed since this run started: split plan hash {previous.hash} in {stored}, "
-                    f"now {plan.hash}; use a new --output directory"
+                    f"the data changed since this run started: split plan {previous.hash[:12]} in {stored}, "
+                    f"now {plan.hash[:12]}; use a new --output directory so that no finished work is lost"
                 )
         plan.to_csv(self.run_dir / "splits.csv", train.paths, train.labels)
         plan.to_json(stored)
-        for cls, why in plan.excluded.items():
-            self.log(f"[splits] class {cls} excluded from testing: {why}")
-        self.log(f"[splits] plan {plan.hash}: " + ", ".join(
+        for excluded in plan.excluded:
+            self.log(f"[splits] {excluded.describe()}")
+        for warning in plan.warnings:
+            self.log(f"[splits] warning: {warning}")
+        self.log(f"[splits] plan {plan.hash[:12]}: " + ", ".join(
             f"{n} ({len(plan.folds(n))} fold{'s' if len(plan.folds(n)) > 1 else ''})" for n in plan.split_names))
         return plan
 

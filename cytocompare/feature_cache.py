@@ -1,0 +1,413 @@
+"""Content-keyed, resumable, parallel feature extraction to an append-only float32 store.
+
+Features are per image and stateless (see :class:`cytocompare.protocols.FeatureExtractor`), so
+each image's vector is computed once per extractor configuration and reused across folds,
+methods and reruns. Rows are keyed by the image's sha256, so a renamed or duplicated file is
+not computed again.
+
+Layout of one extractor's store (``root/<extractor key>/``)::
+
+    features.f32   raw float32 rows of d columns, appended chunk by chunk
+    index.csv      sha256,row -- appended (and flushed) after each chunk's rows are written
+    meta.json      extractor class path, parameters, number of features, feature-name hash
+    .lock          held while computing; a second process fails clearly
+
+The index is written after the rows it names, so after a crash the store is cut back to the
+rows the index knows and extraction resumes at the first missing image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cytocompare.errors import CytocompareError
+from cytocompare.images import ImageSet
+
+__all__ = ["CacheLockedError", "FeatureCache", "FeatureExtractionError", "extractor_key"]
+
+ProgressCallback = Callable[[int, int], None]
+
+_ITEM = np.dtype(np.float32).itemsize
+#: gathered outputs larger than this go to a memmap file instead of RAM
+GATHER_IN_MEMORY_MAX_BYTES = 1 << 30
+# rows copied per step when gathering, so no step holds more than a few MB extra
+_GATHER_BLOCK = 8192
+
+
+class FeatureExtractionError(CytocompareError):
+    """An extractor returned something other than a float32 (n_images, n_features) array."""
+
+
+class CacheLockedError(CytocompareError):
+    """Another process is writing the same feature store."""
+
+
+# --------------------------------------------------------------------------------------------
+# extractor identity
+# --------------------------------------------------------------------------------------------
+
+
+def _class_path(extractor: Any) -> str:
+    cls = type(extractor)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _params_repr(extractor: Any) -> str:
+    """Sorted, shallow parameter repr (deep params repeat nested ones and can be noisy)."""
+    params = extractor.get_params(deep=False) if hasattr(extractor, "get_params") else {}
+    return repr(sorted(params.items()))
+
+
+def _names_hash(names: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
+
+
+def extractor_key(extractor: Any) -> str:
+    """A folder-safe key naming an extractor configuration.
+
+    Built from the class path, the ``get_params()`` repr and a hash of
+    ``get_feature_names_out()``; any change of these gives a new key (a new store).
+
+    Parameters
+    ----------
+    extractor : FeatureExtractor
+
+    Returns
+    -------
+    str
+        ``<ClassName>-<16 hex digits>``.
+    """
+    names = list(extractor.get_feature_names_out())
+    identity = f"{_class_path(extractor)}\n{_params_repr(extractor)}\n{_names_hash(names)}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    safe_name = "".join(ch if ch.isalnum() else "_" for ch in type(extractor).__name__)
+    return f"{safe_name}-{digest}"
+
+
+# --------------------------------------------------------------------------------------------
+# extraction of one chunk (runs in a joblib worker)
+# --------------------------------------------------------------------------------------------
+
+
+def _extract_chunk(extractor: Any, images: ImageSet) -> np.ndarray:
+    return extractor.transform(images)
+
+
+def _validate_output(out: Any, extractor: Any, n: int, d: int) -> np.ndarray:
+    name = repr(extractor)
+    if not isinstance(out, np.ndarray):
+        raise FeatureExtractionError(f"{name}.transform returned {type(out).__name__}, expected a numpy array")
+    if out.shape != (n, d):
+        raise FeatureExtractionError(
+            f"{name}.transform returned shape {out.shape} for {n} images, expected ({n}, {d}) "
+            f"({d} = len(get_feature_names_out()))"
+        )
+    if out.dtype != np.float32:
+        raise FeatureExtractionError(f"{name}.transform returned dtype {out.dtype}, expected float32")
+    return np.ascontiguousarray(out)
+
+
+# --------------------------------------------------------------------------------------------
+# the store of one extractor
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Store:
+    """Files of one extractor key, plus the in-memory sha -> row index."""
+
+    folder: Path
+    n_features: int
+    index: dict[str, int]
+
+    @property
+    def data_path(self) -> Path:
+        return self.folder / "features.f32"
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / "index.csv"
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.index)
+
+    @classmethod
+    def open(cls, folder: Path, extractor: Any, names: Sequence[str]) -> _Store:
+        folder.mkdir(parents=True, exist_ok=True)
+        d = len(names)
+        _check_or_write_meta(folder, extractor, names)
+        index, torn = _read_index(folder / "index.csv")
+        store = cls(folder, d, index)
+        if torn:  # rewrite without the torn tail, or later appends would hide behind it
+            store.index_path.write_text("".join(f"{s},{r}\n" for s, r in index.items()), encoding="ascii")
+        store._repair()
+        return store
+
+    def _repair(self) -> None:
+        """Cut ``features.f32`` back to the rows the index knows (a crash mid-chunk)."""
+        expected = self.n_rows * self.n_features * _ITEM
+        size = self.data_path.stat().st_size if self.data_path.exists() else 0
+        if size < expected:
+            raise CytocompareError(
+                f"{self.data_path}: feature store is shorter ({size} bytes) than its index says "
+                f"({expected} bytes); delete {self.folder} to recompute"
+            )
+        if size > expected:
+            with open(self.data_path, "r+b") as fh:
+                fh.truncate(expected)
+        elif not self.data_path.exists():
+            self.data_path.touch()
+
+    def append(self, shas: Sequence[str], rows: np.ndarray) -> None:
+        """Append rows, then their index lines; both flushed to disk before returning."""
+        start = self.n_rows
+        with open(self.data_path, "ab") as fh:
+            fh.write(rows.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(self.index_path, "a", encoding="ascii") as fh:
+            fh.write("".join(f"{s},{start + i}\n" for i, s in enumerate(shas)))
+            fh.flush()
+            os.fsync(fh.fileno())
+        for i, s in enumerate(shas):
+            self.index[s] = start + i
+
+    def memmap(self) -> np.memmap:
+        """Read-only view of every stored row."""
+        return np.memmap(self.data_path, dtype=np.float32, mode="r", shape=(self.n_rows, self.n_features))
+
+
+def _read_index(path: Path) -> tuple[dict[str, int], bool]:
+    """(sha -> row, whether a torn tail was found)."""
+    index: dict[str, int] = {}
+    if not path.exists():
+        return index, False
+    lines = path.read_text(encoding="ascii").split("\n")
+    # text after the last newline is a line torn by a killed writer; its rows get cut by _repair
+    torn = lines.pop() != ""
+    for lineno, line in enumerate(lines, start=1):
+        sha, _, row = line.partition(",")
+        if len(sha) != 64 or not row.isdigit() or int(row) != len(index):
+            raise CytocompareError(
+                f"{path}, line {lineno}: malformed or out of sequence; delete {path.parent} to recompute"
+            )
+        index[sha] = int(row)
+    return index, torn
+
+
+def _check_or_write_meta(folder: Path, extractor: Any, names: Sequence[str]) -> None:
+    meta = {
+        "class": _class_path(extractor),
+        "params": _params_repr(extractor),
+        "repr": repr(extractor),
+        "n_features": len(names),
+        "feature_names_sha256": _names_hash(names),
+        "dtype": "float32",
+    }
+    path = folder / "meta.json"
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        same = all(stored.get(k) == meta[k] for k in ("n_features", "feature_names_sha256"))
+        if not same:
+            raise CytocompareError(f"{path}: stored features do not match {meta['repr']}; delete {folder} to recompute")
+        return
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock file; a lock left by a dead process (same host) is taken over."""
+    path = folder / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None and _pid_alive(holder):
+                raise CacheLockedError(
+                    f"{folder} is being written by process {holder} (lock file {path}); two processes "
+                    "cannot share a feature cache. Wait for it, or delete the lock file if that process is gone"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its writer died
+    else:  # pragma: no cover - only when another process races us twice
+        raise CacheLockedError(f"cannot take the lock {path}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# public cache
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureCache:
+    """Per-image features, computed once per (image content, extractor configuration).
+
+    Parameters
+    ----------
+    root : Path
+        Folder holding one sub-folder per extractor key.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, extractor: Any) -> Path:
+        """The store folder of ``extractor``."""
+        return self.root / extractor_key(extractor)
+
+    def compute(
+        self,
+        extractor: Any,
+        images: ImageSet,
+        *,
+        n_jobs: int = 1,
+        batch_size: int = 64,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """Features of ``images`` (in their order), computing only those not yet stored.
+
+        Parameters
+        ----------
+        extractor : FeatureExtractor
+            Its ``transform`` is called on sub-ImageSets of at most ``batch_size`` images.
+        images : ImageSet
+        n_jobs : int
+            Chunks extracted in parallel (joblib processes; ``1``: in this process).
+        batch_size : int
+            Images per chunk; each finished chunk is stored at once (the resume granularity).
+        progress : callable, optional
+            ``progress(done, total)`` over the images that need computing.
+
+        Returns
+        -------
+        numpy.ndarray or numpy.memmap
+            float32 of shape (len(images), n_features). A read-only memmap view of the store
+            when the images are stored contiguously and in order (no copy), else a new array
+            (a memmap file under ``root`` when it is larger than about 1 GB).
+
+        Raises
+        ------
+        FeatureExtractionError
+            The extractor returned a wrong shape or dtype.
+        CacheLockedError
+            Another process is writing this extractor's store.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        names = list(extractor.get_feature_names_out())
+        folder = self.folder(extractor)
+        folder.mkdir(parents=True, exist_ok=True)
+        shas = np.asarray(images.sha256, dtype=object).astype(str)
+        with _lock(folder):
+            store = _Store.open(folder, extractor, names)
+            missing = _first_of_missing(shas, store.index)
+            self._extract(extractor, images, missing, store, n_jobs, batch_size, progress)
+            rows = np.fromiter((store.index[s] for s in shas), dtype=np.int64, count=len(shas))
+            return self._output(store, rows)
+
+    # ---- internals ----------------------------------------------------------------------
+    def _extract(
+        self,
+        extractor: Any,
+        images: ImageSet,
+        missing: np.ndarray,
+        store: _Store,
+        n_jobs: int,
+        batch_size: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        total = len(missing)
+        if progress is not None:
+            progress(0, total)
+        if total == 0:
+            return
+        chunks = [missing[i:i + batch_size] for i in range(0, total, batch_size)]
+        shas = np.asarray(images.sha256, dtype=object).astype(str)
+        done = 0
+        for idx, out in zip(chunks, self._run(extractor, images, chunks, n_jobs)):
+            rows = _validate_output(out, extractor, len(idx), store.n_features)
+            store.append(shas[idx].tolist(), rows)
+            done += len(idx)
+            if progress is not None:
+                progress(done, total)
+
+    @staticmethod
+    def _run(extractor: Any, images: ImageSet, chunks: list[np.ndarray], n_jobs: int) -> Iterator[Any]:
+        """Chunk outputs in order; in-process for ``n_jobs == 1`` (no pickling, exact tracebacks)."""
+        if n_jobs == 1:
+            for idx in chunks:
+                yield _extract_chunk(extractor, images.subset(idx))
+            return
+        from joblib import Parallel, delayed
+
+        # ordered generator: chunks are stored as they finish, in order, so a one-shot run
+        # leaves the store in the images' order and later calls can return a zero-copy view
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        yield from parallel(delayed(_extract_chunk)(extractor, images.subset(idx)) for idx in chunks)
+
+    def _output(self, store: _Store, rows: np.ndarray) -> np.ndarray:
+        n, d = len(rows), store.n_features
+        if n == 0:
+            return np.empty((0, d), dtype=np.float32)
+        start = int(rows[0])
+        if np.array_equal(rows, np.arange(start, start + n)):
+            return np.memmap(store.data_path, dtype=np.float32, mode="r", shape=(n, d), offset=start * d * _ITEM)
+        source = store.memmap()
+        if n * d * _ITEM > GATHER_IN_MEMORY_MAX_BYTES:
+            gather_dir = self.root / "_gathered"
+            gather_dir.mkdir(parents=True, exist_ok=True)
+            target = gather_dir / f"{uuid.uuid4().hex}.f32"
+            out: np.ndarray = np.memmap(target, dtype=np.float32, mode="w+", shape=(n, d))
+        else:
+            out = np.empty((n, d), dtype=np.float32)
+        for i in range(0, n, _GATHER_BLOCK):
+            out[i:i + _GATHER_BLOCK] = source[rows[i:i + _GATHER_BLOCK]]
+        return out
+
+
+def _first_of_missing(shas: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    """Index of the first image of every sha not in the store (duplicates computed once)."""
+    seen: set[str] = set()
+    missing: list[int] = []
+    for i, s in enumerate(shas):
+        if s not in index and s not in seen:
+            seen.add(s)
+            missing.append(i)
+    return np.asarray(missing, dtype=np.int64)

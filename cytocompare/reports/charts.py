@@ -1,0 +1,179 @@
+"""Charts: per-class recall of every method (paper Fig. 3B) and confusion matrices (Fig. 2).
+
+matplotlib is imported inside the functions, with the Agg backend, so that importing this
+module is cheap and never needs a display.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cytocompare.base import BaseComponent
+from cytocompare.metrics import confusion_matrix
+from cytocompare.reports import MetricsView, ensure_metrics
+from cytocompare.rundir import RunDir
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+class RecallChartReporter(BaseComponent):
+    """``charts/recall_<split>.png``: grouped bars of per-class recall, one bar per method.
+
+    Two panels (strict, tolerant), classes in run label order with their image counts under
+    the tick labels, error bars = sd over folds.
+    """
+
+    def __init__(self, width: float = 14.0, height: float = 8.0, dpi: int = 120) -> None:
+        self.width = width
+        self.height = height
+        self.dpi = dpi
+
+    def report(self, run_dir: Path) -> list[Path]:
+        run = ensure_metrics(run_dir)
+        view = MetricsView(run)
+        return [self._draw(run, view, split) for split in view.splits() if view.methods(split)]
+
+    def _draw(self, run: RunDir, view: MetricsView, split: str) -> Path:
+        plt = _pyplot()
+        methods = view.methods(split)
+        labels = run.labels()
+        support: dict[str, int] = {}
+        for m in methods:  # every method sees the same images; take the largest count seen
+            for c, n in view.support_total(m, split).items():
+                support[c] = max(support.get(c, 0), n)
+        x = np.arange(len(labels))
+        n_m = len(methods)
+        group = 0.8
+        width = group / max(n_m, 1)
+        colors = plt.get_cmap("tab10" if n_m <= 10 else "tab20").colors
+        n_folds = max(view.n_folds(m, split) for m in methods)
+        fig, axes = plt.subplots(2, 1, figsize=(self.width, self.height), sharex=True, constrained_layout=True)
+        for ax, crit in zip(axes, ("strict", "tolerant"), strict=True):
+            for j, m in enumerate(methods):
+                stats = [view.get(m, split, f"recall_{crit}", c) for c in labels]
+                means = np.array([s.mean if s else np.nan for s in stats])
+                sds = np.array([s.sd if s and s.n_folds > 1 and math.isfinite(s.sd) else 0.0 for s in stats])
+                offs = x - group / 2 + width * (j + 0.5)
+                # a class absent from the test images has no recall (not 0): draw no bar
+                absent = np.array([support.get(c, 0) == 0 for c in labels])
+                means = np.where(absent, 0.0, np.nan_to_num(means))
+                sds = np.where(absent, 0.0, sds)
+                # recall lives in [0, 1]: clip the whiskers there instead of letting the axis cut them
+                yerr = np.vstack([np.minimum(sds, means), np.minimum(sds, 1.0 - means)])
+                yerr[:, absent] = np.nan  # no whisker cap on an empty slot
+                if n_folds < 2:
+                    yerr = None  # one fold: no sd to show
+                ax.bar(offs, means, width=width * 0.95, color=colors[j % len(colors)], label=m,
+                       yerr=yerr, capsize=max(1.0, 6.0 / n_m), error_kw={"elinewidth": 0.9, "ecolor": "0.2"})
+            ax.set_ylim(0, 1.05)
+            ax.set_yticks(np.linspace(0, 1, 6))
+            ax.set_ylabel(f"recall ({crit})")
+            ax.set_xlim(-0.6, len(labels) - 0.4)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_axisbelow(True)
+            ax.set_title(f"{crit.capitalize()} recall per class", loc="left", fontsize=11)
+        axes[1].set_xticks(x)
+        axes[1].set_xticklabels([f"{c}\nn={support.get(c, 0)}" for c in labels], fontsize=9)
+        axes[0].tick_params(labelbottom=False)
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=9, frameon=False, title="method")
+        kind = run.splits().get(split, {}).get("kind", "")
+        bars = "error bars: sd over folds, clipped to [0, 1]" if n_folds > 1 else "one fold: no error bars"
+        fig.suptitle(f"Per-class recall — split {split} ({kind}, {n_folds} fold{'s' if n_folds != 1 else ''}; "
+                     f"{bars})", fontsize=12)
+        path = run.path / "charts" / f"recall_{_safe(split)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=self.dpi)
+        plt.close(fig)
+        return path
+
+
+def pooled_predictions(run: RunDir, method: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Truth and predictions of all completed folds (each image is tested once) and the fold count."""
+    truth: list[str] = []
+    pred: list[str] = []
+    n = 0
+    for m, s, k in run.completed():
+        if m == method and s == split:
+            p = run.read_predictions(m, s, k)
+            truth += p.truth.tolist()
+            pred += p.prediction.tolist()
+            n += 1
+    return np.array(truth, dtype=str), np.array(pred, dtype=str), n
+
+
+class ConfusionChartReporter(BaseComponent):
+    """``charts/confusion_<method>_<split>.png``: row-normalised confusion matrix, pooled over folds.
+
+    Rows = true class with its image count, columns = predicted class, cells in percent of the
+    row. For external splits, rows are the classes of the test set and columns every predicted
+    class (no-call classes included).
+    """
+
+    def __init__(self, dpi: int = 120, min_percent: float = 0.5) -> None:
+        self.dpi = dpi
+        self.min_percent = min_percent
+
+    def report(self, run_dir: Path) -> list[Path]:
+        run = ensure_metrics(run_dir)
+        splits = run.splits()
+        pairs = sorted({(m, s) for m, s, _ in run.completed()},
+                       key=lambda ms: (run.methods().index(ms[0]) if ms[0] in run.methods() else 1 << 30,
+                                       list(splits).index(ms[1]) if ms[1] in splits else 1 << 30, ms))
+        return [self._draw(run, m, s, splits.get(s, {}).get("kind", "")) for m, s in pairs]
+
+    def _draw(self, run: RunDir, method: str, split: str, kind: str) -> Path:
+        plt = _pyplot()
+        truth, pred, n_folds = pooled_predictions(run, method, split)
+        labels = run.labels()
+        if kind == "external":
+            t_set, p_set = set(truth.tolist()), set(pred.tolist())
+            rows = [c for c in labels if c in t_set] + sorted(t_set - set(labels))
+            cols = [c for c in labels if c in p_set] + sorted(p_set - set(labels))
+        else:
+            extra = sorted((set(truth.tolist()) | set(pred.tolist())) - set(labels))
+            rows = cols = labels + extra
+        cm = confusion_matrix(truth, pred, rows, pred_labels=cols)
+        counts = cm.sum(axis=1)
+        frac = confusion_matrix(truth, pred, rows, normalize="true", pred_labels=cols)
+        size_w = max(6.0, 0.42 * len(cols) + 3.0)
+        size_h = max(5.0, 0.42 * len(rows) + 2.2)
+        fig, ax = plt.subplots(figsize=(size_w, size_h), constrained_layout=True)
+        im = ax.imshow(frac * 100, cmap="Blues", vmin=0, vmax=100, aspect="auto")
+        font = 8 if max(len(rows), len(cols)) <= 15 else 6.5
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                pct = frac[i, j] * 100
+                if cm[i, j] == 0 or pct < self.min_percent:
+                    continue  # blank cells keep a 21x21 matrix readable
+                ax.text(j, i, f"{pct:.0f}", ha="center", va="center", fontsize=font,
+                        color="white" if pct > 55 else "black")
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels(cols, rotation=90, fontsize=9)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{c} (n={int(n)})" for c, n in zip(rows, counts, strict=True)], fontsize=9)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        cb.set_label("% of true class")
+        pooled = f"pooled over {n_folds} folds" if n_folds > 1 else "1 fold"
+        ax.set_title(f"{method} — {split} ({kind}, {pooled}; % of each row)", fontsize=10)
+        path = run.path / "charts" / f"confusion_{_safe(method)}_{_safe(split)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=self.dpi)
+        plt.close(fig)
+        return path

@@ -1,0 +1,147 @@
+"""Table-1-style Markdown/CSV tables and the paired-statistics tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from cytocompare.base import BaseComponent
+from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat
+from cytocompare.rundir import RunDir
+
+_PR = ("precision_strict", "precision_tolerant", "recall_strict", "recall_tolerant")
+_SUMMARY = (
+    "balanced_accuracy_strict", "balanced_accuracy_tolerant",
+    "macro_f1_strict", "macro_f1_tolerant",
+    "weighted_f1_strict", "weighted_f1_tolerant",
+    "accuracy_strict", "accuracy_tolerant",
+)
+_EXTERNAL = ("coverage", "accuracy_called_strict", "accuracy_called_tolerant")
+
+
+def _title(metric: str) -> str:
+    return metric.replace("_", " ").replace("f1", "F1").replace("macro F1", "macro-F1")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _split_line(run: RunDir, split: str, view: MetricsView) -> str:
+    desc = run.splits().get(split, {})
+    kind = desc.get("kind", "?")
+    methods = view.methods(split)
+    n_folds = max((view.n_folds(m, split) for m in methods), default=0)
+    pairs = ", ".join(f"{a}–{b}" for a, b in sorted(sorted(p) for p in run.tolerated_pairs())) or "none"
+    return (
+        f"Split `{split}`: {kind}, {n_folds} fold{'s' if n_folds != 1 else ''} "
+        f"(values are mean ± sd over folds{'' if n_folds > 1 else '; one fold, so no sd'}). "
+        f"Tolerant metrics forgive the pairs {pairs}; this tolerance map is INFERRED from the "
+        "strict/tolerant differences in Table 1 of Matek et al. 2021, not published by the "
+        "authors (docs/tolerance.md)."
+    )
+
+
+class Table1Reporter(BaseComponent):
+    """``table1_<split>.md`` and ``metrics/table1_<split>.csv``: the paper's Table 1 per method.
+
+    Rows are classes (run label order) with test images summed over folds and strict/tolerant
+    precision and recall as mean ± sd over folds; a summary block gives balanced accuracy,
+    macro-F1, weighted F1 and accuracy (strict and tolerant) per method.
+    """
+
+    def __init__(self, digits: int = 2) -> None:
+        self.digits = digits
+
+    def report(self, run_dir: Path) -> list[Path]:
+        run = ensure_metrics(run_dir)
+        view = MetricsView(run)
+        names = run.scheme_names()
+        labels = run.labels()
+        written: list[Path] = []
+        for split in view.splits():
+            methods = view.methods(split)
+            external = run.splits().get(split, {}).get("kind") == "external"
+            lines = [f"# Table 1 — split `{split}`", "", _split_line(run, split, view), ""]
+            csv_rows: list[list] = []
+            for method in methods:
+                support = view.support_total(method, split)
+                lines += [f"## {method}", ""]
+                rows = []
+                for c in labels:
+                    stats = [view.get(method, split, m, c) for m in _PR]
+                    cells = [fmt_stat(s, self.digits) for s in stats]
+                    if support.get(c, 0) == 0:  # no test images of c: recall undefined, not 0
+                        cells[2:] = ["–", "–"]
+                    rows.append([c, names.get(c, c), str(support.get(c, 0))] + cells)
+                    csv_rows.append([method, c, names.get(c, c), support.get(c, 0)] + [
+                        v for s in stats for v in ((s.mean, s.sd) if s else (math.nan, math.nan))
+                    ])
+                header = ["Class", "Name", "n images"] + [_title(m) for m in _PR]
+                lines += _md_table(header, rows) + [""]
+            lines += ["## Summary", ""]
+            summary_metrics = list(_SUMMARY) + (list(_EXTERNAL) if external else [])
+            rows = [[m] + [fmt_stat(view.get(m, split, s), self.digits) for s in summary_metrics] for m in methods]
+            lines += _md_table(["Method"] + [_title(s) for s in summary_metrics], rows) + [""]
+            written.append(run.write_text(f"table1_{split}.md", "\n".join(lines)))
+            csv_header = ["method", "class", "name", "n_images"] + [f"{m}_{x}" for m in _PR for x in ("mean", "sd")]
+            written.append(run.write_csv(f"metrics/table1_{split}.csv", csv_header, csv_rows))
+        return written
+
+
+def _fmt_p(p: float) -> str:
+    if not isinstance(p, float) or not math.isfinite(p):
+        return "–"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+class PairedStatsReporter(BaseComponent):
+    """``metrics/paired_<split>.csv`` and ``paired_<split>.md``: every pair of methods.
+
+    Strict and tolerant criteria (column ``criterion``); see
+    :func:`cytocompare.stats.paired_comparisons` for the columns.
+    """
+
+    def __init__(self, n_boot: int = 2000, seed: int = 0) -> None:
+        self.n_boot = n_boot
+        self.seed = seed
+
+    def report(self, run_dir: Path) -> list[Path]:
+        from cytocompare.stats import PAIRED_COLUMNS, paired_comparisons
+
+        run = ensure_metrics(run_dir)
+        written: list[Path] = []
+        for split in run.splits():
+            rows: list[dict] = []
+            for criterion in ("strict", "tolerant"):
+                for r in paired_comparisons(run, split, n_boot=self.n_boot, seed=self.seed,
+                                            tolerant=criterion == "tolerant"):
+                    rows.append({"criterion": criterion, **r})
+            if not rows:
+                continue
+            cols = ["criterion"] + PAIRED_COLUMNS
+            written.append(run.write_csv(f"metrics/paired_{split}.csv", cols, ([r[c] for c in cols] for r in rows)))
+            lines = [
+                f"# Paired comparisons — split `{split}`", "",
+                "Balanced accuracy on the identical test images (pooled over folds). CI: paired "
+                "bootstrap 95% percentile interval of a − b. McNemar: exact binomial below 25 "
+                "discordant images, else chi-square with continuity correction. Fold t: paired "
+                "t-test of per-fold balanced accuracy (Wilcoxon p cannot go below 0.0625 with 5 "
+                "folds). Holm: corrected across the pairs of one criterion.", "",
+            ]
+            header = ["Criterion", "A", "B", "n", "BA a", "BA b", "a − b [95% CI]", "McNemar b/c",
+                      "McNemar p (Holm)", "fold t p (Holm)", "Wilcoxon p"]
+            md_rows = [[
+                r["criterion"], r["method_a"], r["method_b"], str(r["n_images"]),
+                f"{r['balanced_accuracy_a']:.3f}", f"{r['balanced_accuracy_b']:.3f}",
+                f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+                f"{r['mcnemar_b']}/{r['mcnemar_c']}",
+                f"{_fmt_p(r['mcnemar_p'])} ({_fmt_p(r['mcnemar_p_holm'])})",
+                f"{_fmt_p(r['ttest_p'])} ({_fmt_p(r['ttest_p_holm'])})",
+                _fmt_p(r["wilcoxon_p"]),
+            ] for r in rows]
+            lines += _md_table(header, md_rows) + [""]
+            written.append(run.write_text(f"paired_{split}.md", "\n".join(lines)))
+        return written

@@ -1,0 +1,298 @@
+"""The run directory's file formats: the one place that reads and writes them.
+
+The layout (docs/architecture.md) is the contract between the runner, the evaluators and the
+reporters::
+
+    RUN/run.json
+    RUN/predictions/<method>/<split>/fold-<k>.csv   image, path, truth, prediction, score_<CLASS>...
+    RUN/predictions/<method>/<split>/fold-<k>.json  written last: marks the fold as complete
+    RUN/metrics/...
+
+Every write is atomic (temporary file, then :func:`os.replace`) so an interrupted run never
+leaves a half-written file that a resumed run would mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_FOLD_RE = re.compile(r"^fold-(\d+)\.json$")
+
+
+@dataclass
+class Predictions:
+    """The predictions of one method on one fold of one split."""
+
+    images: np.ndarray  # int indices into the dataset (or the external test set)
+    paths: np.ndarray  # str
+    truth: np.ndarray  # str labels
+    prediction: np.ndarray  # str labels
+    scores: np.ndarray | None  # (n, len(classes)) float, or None
+    classes: list[str] | None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def _clean_nan(obj: Any) -> Any:
+    """JSON has no NaN: write ``null`` instead (readers get ``None``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_nan(v) for v in obj]
+    return obj
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return "" if not math.isfinite(float(value)) else repr(float(value))
+    return value
+
+
+class RunDir:
+    """Reads and writes the files of one run directory.
+
+    Parameters
+    ----------
+    path
+        The run directory (created on the first write).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ predictions
+    def prediction_path(self, method: str, split: str, fold: int) -> Path:
+        """``predictions/<method>/<split>/fold-<k>.csv``."""
+        return self.path / "predictions" / method / split / f"fold-{int(fold)}.csv"
+
+    def _info_path(self, method: str, split: str, fold: int) -> Path:
+        return self.prediction_path(method, split, fold).with_suffix(".json")
+
+    def has_predictions(self, method: str, split: str, fold: int) -> bool:
+        """True when the fold's CSV and its JSON (written last: the completion marker) exist."""
+        return self.prediction_path(method, split, fold).is_file() and self._info_path(method, split, fold).is_file()
+
+    def write_predictions(
+        self,
+        method: str,
+        split: str,
+        fold: int,
+        *,
+        images: Sequence[int] | np.ndarray,
+        paths: Sequence[str] | np.ndarray,
+        truth: Sequence[str] | np.ndarray,
+        prediction: Sequence[str] | np.ndarray,
+        scores: np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
+        info: dict | None = None,
+    ) -> None:
+        """Write one fold's predictions (CSV) and then its info (JSON), each atomically."""
+        images = np.asarray(images)
+        n = len(images)
+        for name, arr in (("paths", paths), ("truth", truth), ("prediction", prediction)):
+            if len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} entries, images has {n}")
+        score_arr = None
+        if scores is not None:
+            if classes is None:
+                raise ValueError("scores need the list of classes naming their columns")
+            score_arr = np.asarray(scores, dtype=float)
+            if score_arr.shape != (n, len(classes)):
+                raise ValueError(f"scores have shape {score_arr.shape}, expected {(n, len(classes))}")
+        marker = self._info_path(method, split, fold)
+        # the fold is incomplete while it is being rewritten
+        if marker.exists():
+            marker.unlink()
+        header = ["image", "path", "truth", "prediction"]
+        if score_arr is not None:
+            header += [f"score_{c}" for c in classes]  # type: ignore[union-attr]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        for i in range(n):
+            row: list[Any] = [int(images[i]), str(paths[i]), str(truth[i]), str(prediction[i])]
+            if score_arr is not None:
+                row += [repr(float(v)) for v in score_arr[i]]
+            w.writerow(row)
+        _atomic_write_text(self.prediction_path(method, split, fold), buf.getvalue())
+        meta = dict(info or {})
+        if classes is not None:
+            meta.setdefault("classes", list(classes))
+        _atomic_write_text(marker, json.dumps(_clean_nan(meta), indent=2, sort_keys=True, default=_json_default))
+
+    def read_predictions(self, method: str, split: str, fold: int) -> Predictions:
+        """Read one fold's predictions (``FileNotFoundError`` if incomplete)."""
+        if not self.has_predictions(method, split, fold):
+            raise FileNotFoundError(f"no complete predictions for {method}/{split}/fold-{fold} in {self.path}")
+        csv_path = self.prediction_path(method, split, fold)
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            rows = list(reader)
+        info = json.loads(self._info_path(method, split, fold).read_text(encoding="utf-8"))
+        score_cols = [i for i, h in enumerate(header) if h.startswith("score_")]
+        col = {h: i for i, h in enumerate(header)}
+        images = np.array([int(r[col["image"]]) for r in rows], dtype=np.int64)
+        paths = np.array([r[col["path"]] for r in rows], dtype=object).astype(str) if rows else np.array([], dtype=str)
+        truth = np.array([r[col["truth"]] for r in rows], dtype=str) if rows else np.array([], dtype=str)
+        pred = np.array([r[col["prediction"]] for r in rows], dtype=str) if rows else np.array([], dtype=str)
+        scores = None
+        classes: list[str] | None = info.get("classes")
+        if score_cols:
+            classes = [header[i][len("score_"):] for i in score_cols]
+            scores = np.array([[float(r[i]) if r[i] != "" else np.nan for i in score_cols] for r in rows], dtype=float)
+            scores = scores.reshape(len(rows), len(score_cols))
+        return Predictions(images=images, paths=paths, truth=truth, prediction=pred, scores=scores,
+                           classes=classes, info=info)
+
+    def completed(self) -> list[tuple[str, str, int]]:
+        """Every (method, split, fold) with complete predictions, sorted."""
+        root = self.path / "predictions"
+        out: list[tuple[str, str, int]] = []
+        if not root.is_dir():
+            return out
+        for method_dir in root.iterdir():
+            if not method_dir.is_dir():
+                continue
+            for split_dir in method_dir.iterdir():
+                if not split_dir.is_dir():
+                    continue
+                for f in split_dir.iterdir():
+                    m = _FOLD_RE.match(f.name)
+                    if m and f.with_suffix(".csv").is_file():
+                        out.append((method_dir.name, split_dir.name, int(m.group(1))))
+        return sorted(out)
+
+    # ------------------------------------------------------------------ generic files
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        """Write ``obj`` as JSON (indent 2, sorted keys, NaN as null), atomically."""
+        path = self.path / relpath
+        _atomic_write_text(path, json.dumps(_clean_nan(obj), indent=2, sort_keys=True, default=_json_default) + "\n")
+        return path
+
+    def read_json(self, relpath: str) -> Any:
+        return json.loads((self.path / relpath).read_text(encoding="utf-8"))
+
+    def write_csv(self, relpath: str, header: list[str], rows: Iterable[Sequence[Any]]) -> Path:
+        """Write a CSV atomically; non-finite floats become empty cells."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        for row in rows:
+            w.writerow([_csv_cell(v) for v in row])
+        path = self.path / relpath
+        _atomic_write_text(path, buf.getvalue())
+        return path
+
+    def read_csv(self, relpath: str) -> list[dict[str, str]]:
+        with open(self.path / relpath, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    def write_text(self, relpath: str, text: str) -> Path:
+        """Write a text file (Markdown, HTML) atomically."""
+        path = self.path / relpath
+        _atomic_write_text(path, text)
+        return path
+
+    # ------------------------------------------------------------------ run.json
+    @property
+    def info(self) -> dict:
+        """The contents of run.json (empty dict if it does not exist yet)."""
+        p = self.path / "run.json"
+        if not p.is_file():
+            return {}
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    def labels(self) -> list[str]:
+        """Class codes of the run in display order (from run.json, else from the predictions)."""
+        labels = self.info.get("labels")
+        if labels:
+            return list(labels)
+        seen: set[str] = set()
+        for m, s, k in self.completed():
+            seen.update(self.read_predictions(m, s, k).truth.tolist())
+        return sorted(seen)
+
+    def methods(self) -> list[str]:
+        """Method names in run.json order, then any others with predictions on disk."""
+        names = list(self.info.get("methods", {}))
+        for m, _, _ in self.completed():
+            if m not in names:
+                names.append(m)
+        return names
+
+    def splits(self) -> dict[str, dict]:
+        """Split name -> split description (kind, n_folds, ...) from run.json.
+
+        Splits found only on disk get ``{"kind": "kfold" or "holdout", "n_folds": ...}`` guessed
+        from the folds present.
+        """
+        splits = {k: dict(v) for k, v in self.info.get("splits", {}).items()}
+        folds: dict[str, set[int]] = {}
+        for _, s, k in self.completed():
+            folds.setdefault(s, set()).add(k)
+        for s, ks in folds.items():
+            if s not in splits:
+                n = max(ks) + 1
+                splits[s] = {"kind": "kfold" if n > 1 else "holdout", "n_folds": n}
+        for s in splits.values():
+            s.setdefault("n_folds", 1)
+            s.setdefault("kind", "holdout")
+        return splits
+
+    def scheme_names(self) -> dict[str, str]:
+        """Class code -> display name, from run.json ``class_names`` (the code where missing)."""
+        names = dict(self.info.get("class_names", {}))
+        return {c: names.get(c, c) for c in dict.fromkeys(self.labels() + list(names))}
+
+    def tolerated_pairs(self) -> list[list[str]]:
+        return [list(p) for p in self.info.get("tolerated_pairs", [])]
+
+    def no_call_classes(self) -> list[str]:
+        return list(self.info.get("no_call_classes", []))

@@ -1,0 +1,563 @@
+"""One split plan per run, computed once (seeded) and applied identically to every method.
+
+Splits are made on *duplicate groups*: byte-identical files (same sha256) are one group and are
+always on the same side of every split, so a model is never tested on an image it was trained
+on. Groups are stratified by label with scikit-learn, then expanded back to image indices.
+
+Classes too small for a split (fewer unique images than folds, or fewer than 2 for a holdout)
+follow a policy: ``error`` (default), ``drop`` (left out of that split) or ``train_only``
+(always on the training side, never tested). Every exclusion is recorded in the plan.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cytocompare.errors import SplitError
+
+__all__ = ["ExcludedClass", "Fold", "SplitPlan", "SplitSpec", "data_hash", "make_plan"]
+
+SmallClassPolicy = Literal["error", "drop", "train_only"]
+_POLICIES = ("error", "drop", "train_only")
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How one named split is made.
+
+    Parameters
+    ----------
+    kind : {"holdout", "kfold", "external"}
+    test_size : float
+        Fraction of (unique) images in the test part of a holdout.
+    n_splits : int
+        Number of folds of a k-fold.
+    stratify : bool
+        Stratify by class (holdout and k-fold).
+    shuffle : bool
+        Shuffle before k-fold splitting (seeded).
+    """
+
+    kind: Literal["holdout", "kfold", "external"]
+    test_size: float = 0.2
+    n_splits: int = 5
+    stratify: bool = True
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("holdout", "kfold", "external"):
+            raise SplitError(f"unknown split kind {self.kind!r}; choose holdout, kfold or external")
+        if self.kind == "holdout" and not 0.0 < self.test_size < 1.0:
+            raise SplitError(f"holdout test_size must be between 0 and 1, not {self.test_size}")
+        if self.kind == "kfold" and self.n_splits < 2:
+            raise SplitError(f"kfold n_splits must be at least 2, not {self.n_splits}")
+
+    @classmethod
+    def coerce(cls, spec: SplitSpec | Mapping[str, Any] | Any) -> SplitSpec:
+        """A SplitSpec from a SplitSpec, a dict or any object with the same attributes
+        (e.g. the protocol's pydantic model; ``stratified`` is accepted for ``stratify``)."""
+        if isinstance(spec, SplitSpec):
+            return spec
+        get = spec.get if isinstance(spec, Mapping) else (lambda k, d=None: getattr(spec, k, d))
+        kind = get("kind")
+        if kind is None:
+            raise SplitError(f"split spec {spec!r} has no 'kind'")
+        stratify = get("stratify", None)
+        if stratify is None:
+            stratify = get("stratified", True)
+        return cls(
+            kind=kind,
+            test_size=float(get("test_size", 0.2) or 0.2),
+            n_splits=int(get("n_splits", 5) or 5),
+            stratify=bool(stratify),
+            shuffle=bool(get("shuffle", True)),
+        )
+
+    @property
+    def min_per_class(self) -> int:
+        """Unique images a class needs to be split by this spec."""
+        if self.kind == "kfold":
+            return self.n_splits
+        if self.kind == "holdout":
+            return 2
+        return 0
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Train and test indices of one fold.
+
+    ``train`` indexes the training data set. ``test`` indexes the same set when
+    ``test_source == "train"``, or the separate test set of an external split.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    test_source: Literal["train", "external"] = "train"
+
+
+@dataclass(frozen=True)
+class ExcludedClass:
+    """A class too small for a split, and what was done with it."""
+
+    split: str
+    label: str
+    n_unique: int
+    required: int
+    policy: Literal["drop", "train_only"]
+
+    def describe(self) -> str:
+        what = "left out of every fold" if self.policy == "drop" else "kept on the training side, never tested"
+        return f"{self.split}: class {self.label!r} ({self.n_unique} unique images, needs {self.required}) {what}"
+
+
+@dataclass
+class SplitPlan:
+    """Every split of a run: folds per split name, plus what was excluded and a hash.
+
+    Use :func:`make_plan` to build one and :meth:`from_files` to read a stored one.
+    """
+
+    seed: int
+    specs: dict[str, SplitSpec]
+    folds_by_split: dict[str, list[Fold]]
+    labels: np.ndarray
+    data_hash: str
+    excluded: list[ExcludedClass] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    external_labels: np.ndarray | None = None
+    external_data_hash: str | None = None
+
+    # ---- access -------------------------------------------------------------------------
+    @property
+    def split_names(self) -> list[str]:
+        """Split names, in the order given."""
+        return list(self.specs)
+
+    def folds(self, split_name: str) -> list[Fold]:
+        """The folds of one split (one fold for holdout and external)."""
+        try:
+            return self.folds_by_split[split_name]
+        except KeyError:
+            raise SplitError(f"unknown split {split_name!r}; the plan has {', '.join(self.split_names)}") from None
+
+    @property
+    def hash(self) -> str:
+        """sha256 over the seed, the specs, the data hash and every fold's assignment."""
+        h = hashlib.sha256()
+        h.update(f"v{_FORMAT_VERSION};seed={self.seed};data={self.data_hash};ext={self.external_data_hash}".encode())
+        for name in self.split_names:
+            h.update(f";{name}={json.dumps(asdict(self.specs[name]), sort_keys=True)}".encode())
+            for k, fold in enumerate(self.folds_by_split[name]):
+                h.update(f";fold{k}:{fold.test_source}:".encode())
+                h.update(np.asarray(fold.train, dtype="<i8").tobytes())
+                h.update(b"|")
+                h.update(np.asarray(fold.test, dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    def verify_data(self, labels: np.ndarray, sha256: np.ndarray) -> None:
+        """Raise :class:`SplitError` unless ``labels``/``sha256`` are the data the plan was made on."""
+        current = data_hash(labels, sha256)
+        if current != self.data_hash:
+            raise SplitError(
+                f"the data set changed since the split plan was made (data hash {current[:12]}... "
+                f"vs stored {self.data_hash[:12]}...); start a new run directory or restore the data"
+            )
+
+    # ---- writing --------------------------------------------------------------------------
+    def column_names(self) -> list[str]:
+        """``<split>/fold-<k>`` for every fold, in order."""
+        return [f"{name}/fold-{k}" for name in self.split_names for k in range(len(self.folds_by_split[name]))]
+
+    def to_csv(self, path: str | Path, paths: Sequence[str] | np.ndarray, labels: Sequence[str] | np.ndarray) -> Path:
+        """Write ``index,path,label`` and one ``train``/``test``/``-`` column per fold.
+
+        For an external split the test images belong to another data set, so its column only
+        says which training images were used (``train``) or not (``-``).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = len(self.labels)
+        if len(paths) != n or len(labels) != n:
+            raise SplitError(f"to_csv: {len(paths)} paths and {len(labels)} labels for a plan of {n} images")
+        columns = []
+        for name in self.split_names:
+            for fold in self.folds_by_split[name]:
+                col = np.full(n, "-", dtype=object)
+                col[fold.train] = "train"
+                if fold.test_source == "train":
+                    col[fold.test] = "test"
+                columns.append(col)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["index", "path", "label", *self.column_names()])
+            for i in range(n):
+                writer.writerow([i, paths[i], labels[i], *(c[i] for c in columns)])
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able description written by :meth:`to_json`."""
+        splits: dict[str, Any] = {}
+        for name in self.split_names:
+            folds = []
+            for k, fold in enumerate(self.folds_by_split[name]):
+                test_labels = self.labels if fold.test_source == "train" else self.external_labels
+                folds.append({
+                    "fold": k,
+                    "test_source": fold.test_source,
+                    "n_train": int(len(fold.train)),
+                    "n_test": int(len(fold.test)),
+                    "train_counts": _counts(self.labels[fold.train]),
+                    "test_counts": _counts(test_labels[fold.test]) if test_labels is not None else {},
+                })
+            splits[name] = {"spec": asdict(self.specs[name]), "folds": folds}
+        return {
+            "format_version": _FORMAT_VERSION,
+            "seed": self.seed,
+            "n_images": int(len(self.labels)),
+            "data_hash": self.data_hash,
+            "n_external": None if self.external_labels is None else int(len(self.external_labels)),
+            "external_data_hash": self.external_data_hash,
+            "splits": splits,
+            "excluded": [asdict(e) | {"description": e.describe()} for e in self.excluded],
+            "warnings": list(self.warnings),
+            "hash": self.hash,
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write seed, specs, per-fold class counts, excluded classes and the plan hash."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    # ---- reading ------------------------------------------------------------------------
+    @classmethod
+    def from_files(
+        cls,
+        json_path: str | Path,
+        csv_path: str | Path | None = None,
+        *,
+        labels: np.ndarray | Sequence[str] | None = None,
+        sha256: np.ndarray | Sequence[str] | None = None,
+        external_labels: np.ndarray | Sequence[str] | None = None,
+    ) -> SplitPlan:
+        """Read a plan written by :meth:`to_json` and :meth:`to_csv`.
+
+        Parameters
+        ----------
+        json_path : path
+            ``splits.json``.
+        csv_path : path, optional
+            ``splits.csv`` (default: beside ``json_path``).
+        labels, sha256 : arrays, optional
+            The current data set; when given, a changed data set raises :class:`SplitError`.
+        external_labels : array, optional
+            Labels of the external test set (for its class counts).
+
+        Raises
+        ------
+        SplitError
+            Missing or inconsistent files, a changed data set, or an edited plan (hash mismatch).
+        """
+        json_path = Path(json_path)
+        csv_path = Path(csv_path) if csv_path is not None else json_path.with_name("splits.csv")
+        for p in (json_path, csv_path):
+            if not p.is_file():
+                raise SplitError(f"{p}: split plan file not found")
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        stored_labels, columns = _read_plan_csv(csv_path)
+        specs = {name: SplitSpec(**s["spec"]) for name, s in meta["splits"].items()}
+        folds_by_split: dict[str, list[Fold]] = {}
+        for name, s in meta["splits"].items():
+            folds_by_split[name] = [
+                _fold_from_column(columns, f"{name}/fold-{f['fold']}", f, meta.get("n_external"), csv_path)
+                for f in s["folds"]
+            ]
+        ext = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
+        plan = cls(
+            seed=int(meta["seed"]),
+            specs=specs,
+            folds_by_split=folds_by_split,
+            labels=stored_labels,
+            data_hash=meta["data_hash"],
+            excluded=[ExcludedClass(**{k: v for k, v in e.items() if k != "description"}) for e in meta["excluded"]],
+            warnings=list(meta.get("warnings", [])),
+            external_labels=ext,
+            external_data_hash=meta.get("external_data_hash"),
+        )
+        if plan.hash != meta["hash"]:
+            raise SplitError(
+                f"{json_path}: the stored plan hash does not match the folds in {csv_path}; "
+                "the files were edited or mixed up"
+            )
+        if labels is not None and sha256 is not None:
+            plan.verify_data(np.asarray(labels), np.asarray(sha256))
+        elif labels is not None and list(np.asarray(labels).astype(str)) != list(stored_labels):
+            raise SplitError(f"{csv_path}: the labels differ from the current data set's")
+        return plan
+
+
+# --------------------------------------------------------------------------------------------
+# making a plan
+# --------------------------------------------------------------------------------------------
+
+
+def data_hash(labels: np.ndarray | Sequence[str], sha256: np.ndarray | Sequence[str]) -> str:
+    """sha256 over the ordered (label, content hash) pairs: changes when any image or label does."""
+    h = hashlib.sha256()
+    for label, sha in zip(np.asarray(labels).astype(str), np.asarray(sha256).astype(str)):
+        h.update(f"{label}\t{sha}\n".encode())
+    return h.hexdigest()
+
+
+def make_plan(
+    labels: np.ndarray | Sequence[str],
+    sha256: np.ndarray | Sequence[str],
+    splits: Mapping[str, SplitSpec | Mapping[str, Any] | Any],
+    seed: int,
+    small_classes: SmallClassPolicy = "error",
+    *,
+    paths: np.ndarray | Sequence[str] | None = None,
+    external_labels: np.ndarray | Sequence[str] | None = None,
+    external_sha256: np.ndarray | Sequence[str] | None = None,
+) -> SplitPlan:
+    """Compute every split of a run once.
+
+    Parameters
+    ----------
+    labels, sha256 : arrays of str, length n
+        Class label and content hash of every training-set image.
+    splits : mapping of name to SplitSpec (or dict / object with the same fields)
+    seed : int
+        Seeds every random split: same inputs and seed give the same plan and hash.
+    small_classes : {"error", "drop", "train_only"}
+        What to do with a class with fewer unique images than a split needs.
+    paths : array of str, optional
+        Used to name files in error messages (conflicting duplicates).
+    external_labels, external_sha256 : arrays, optional
+        The separate test set of an ``external`` split.
+
+    Returns
+    -------
+    SplitPlan
+
+    Raises
+    ------
+    SplitError
+        Identical files with different labels, a class too small under ``error``, a split
+        that cannot be made, or an external split without an external set.
+    """
+    if small_classes not in _POLICIES:
+        raise SplitError(f"small_classes must be one of {', '.join(_POLICIES)}, not {small_classes!r}")
+    labels = np.asarray(labels, dtype=object).astype(str)
+    sha = np.asarray(sha256, dtype=object).astype(str)
+    if len(labels) != len(sha):
+        raise SplitError(f"{len(labels)} labels but {len(sha)} hashes")
+    if len(labels) == 0:
+        raise SplitError("cannot split an empty data set")
+    if paths is None:
+        paths = [f"#{i}" for i in range(len(labels))]
+    names = np.asarray(paths, dtype=object)
+    groups = _DuplicateGroups.build(labels, sha, names)
+
+    specs = {name: SplitSpec.coerce(s) for name, s in splits.items()}
+    if not specs:
+        raise SplitError("no splits were asked for")
+    ext_labels = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
+    excluded: list[ExcludedClass] = []
+    warnings: list[str] = []
+    folds_by_split: dict[str, list[Fold]] = {}
+    for name, spec in specs.items():
+        small = _small_classes(name, spec, groups, small_classes, excluded)
+        if spec.kind == "external":
+            folds_by_split[name] = [_external_fold(name, groups, ext_labels)]
+        elif spec.kind == "holdout":
+            folds_by_split[name] = [_holdout_fold(name, spec, groups, small, seed)]
+        else:
+            folds_by_split[name] = _kfold_folds(name, spec, groups, small, seed)
+    if ext_labels is not None and external_sha256 is not None:
+        _warn_external_overlap(sha, np.asarray(external_sha256).astype(str), warnings)
+    ext_hash = None
+    if ext_labels is not None:
+        ext_sha = external_sha256 if external_sha256 is not None else ext_labels
+        ext_hash = data_hash(ext_labels, ext_sha)
+    return SplitPlan(
+        seed=int(seed),
+        specs=specs,
+        folds_by_split=folds_by_split,
+        labels=labels,
+        data_hash=data_hash(labels, sha),
+        excluded=excluded,
+        warnings=warnings,
+        external_labels=ext_labels,
+        external_data_hash=ext_hash,
+    )
+
+
+@dataclass(frozen=True)
+class _DuplicateGroups:
+    """Images grouped by identical content: ``of_image[i]`` is image i's group."""
+
+    of_image: np.ndarray  # (n,) group id per image
+    labels: np.ndarray  # (g,) label per group
+
+    @classmethod
+    def build(cls, labels: np.ndarray, sha: np.ndarray, names: np.ndarray) -> _DuplicateGroups:
+        # np.unique sorts, so group ids do not depend on the order of first appearance
+        _, of_image = np.unique(sha, return_inverse=True)
+        of_image = of_image.ravel()
+        n_groups = int(of_image.max()) + 1
+        group_labels = np.empty(n_groups, dtype=object)
+        group_labels[of_image] = labels
+        conflicts = np.flatnonzero(group_labels[of_image] != labels)
+        if len(conflicts):
+            cls._raise_conflict(of_image, labels, names, conflicts)
+        return cls(of_image, group_labels.astype(str))
+
+    @staticmethod
+    def _raise_conflict(of_image: np.ndarray, labels: np.ndarray, names: np.ndarray, conflicts: np.ndarray) -> None:
+        bad_groups = sorted(set(of_image[conflicts].tolist()))
+        lines = []
+        for g in bad_groups[:5]:
+            members = np.flatnonzero(of_image == g)
+            lines.append("  " + ", ".join(f"{names[i]} ({labels[i]})" for i in members))
+        more = f"\n  ... and {len(bad_groups) - 5} more group(s)" if len(bad_groups) > 5 else ""
+        raise SplitError(
+            f"{len(bad_groups)} group(s) of byte-identical files carry different labels:\n"
+            + "\n".join(lines) + more + "\nfix the labels or remove the duplicates"
+        )
+
+    def images_of(self, group_ids: np.ndarray) -> np.ndarray:
+        """Sorted image indices of the given groups."""
+        mask = np.zeros(len(self.labels), dtype=bool)
+        mask[group_ids] = True
+        return np.flatnonzero(mask[self.of_image])
+
+
+@dataclass(frozen=True)
+class _Small:
+    """Groups of the classes a split drops or keeps on the training side."""
+
+    dropped: frozenset[str]
+    train_only: frozenset[str]
+
+
+def _small_classes(
+    name: str, spec: SplitSpec, groups: _DuplicateGroups, policy: str, excluded: list[ExcludedClass]
+) -> _Small:
+    """Apply the small-class policy for one split; record every exclusion."""
+    need = spec.min_per_class
+    counts = Counter(groups.labels.tolist())
+    small = {c: n for c, n in sorted(counts.items()) if n < need}
+    if small and policy == "error":
+        listed = ", ".join(f"{c!r} ({n} unique images)" for c, n in small.items())
+        what = f"{spec.n_splits}-fold split" if spec.kind == "kfold" else "holdout split"
+        raise SplitError(
+            f"split {name!r}: class(es) {listed} have fewer unique images than the {what} needs ({need}); "
+            "set small_classes to 'drop' (leave them out) or 'train_only' (train on them, never test), "
+            "or exclude them from the data set"
+        )
+    for c, n in small.items():
+        excluded.append(ExcludedClass(name, c, int(n), need, policy))  # type: ignore[arg-type]
+    return _Small(
+        frozenset(small) if policy == "drop" else frozenset(),
+        frozenset(small) if policy == "train_only" else frozenset(),
+    )
+
+
+def _eligible(groups: _DuplicateGroups, small: _Small) -> tuple[np.ndarray, np.ndarray]:
+    """(groups to split, groups always on the training side)."""
+    g_labels = groups.labels
+    out = np.isin(g_labels, list(small.dropped | small.train_only))
+    train_only = np.flatnonzero(np.isin(g_labels, list(small.train_only)))
+    return np.flatnonzero(~out), train_only
+
+
+def _holdout_fold(name: str, spec: SplitSpec, groups: _DuplicateGroups, small: _Small, seed: int) -> Fold:
+    from sklearn.model_selection import train_test_split
+
+    eligible, train_only = _eligible(groups, small)
+    strat = groups.labels[eligible] if spec.stratify else None
+    try:
+        train_g, test_g = train_test_split(eligible, test_size=spec.test_size, stratify=strat, random_state=seed)
+    except ValueError as exc:
+        raise SplitError(f"split {name!r}: cannot make a holdout of {len(eligible)} unique images ({exc})") from None
+    train = groups.images_of(np.concatenate([train_g, train_only]))
+    return Fold(train, groups.images_of(test_g), "train")
+
+
+def _kfold_folds(name: str, spec: SplitSpec, groups: _DuplicateGroups, small: _Small, seed: int) -> list[Fold]:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    eligible, train_only = _eligible(groups, small)
+    if len(eligible) < spec.n_splits:
+        raise SplitError(f"split {name!r}: {len(eligible)} unique images cannot fill {spec.n_splits} folds")
+    random_state = seed if spec.shuffle else None
+    if spec.stratify:
+        splitter: Any = StratifiedKFold(spec.n_splits, shuffle=spec.shuffle, random_state=random_state)
+    else:
+        splitter = KFold(spec.n_splits, shuffle=spec.shuffle, random_state=random_state)
+    folds = []
+    for train_pos, test_pos in splitter.split(np.zeros(len(eligible)), groups.labels[eligible]):
+        train = groups.images_of(np.concatenate([eligible[train_pos], train_only]))
+        folds.append(Fold(train, groups.images_of(eligible[test_pos]), "train"))
+    return folds
+
+
+def _external_fold(name: str, groups: _DuplicateGroups, ext_labels: np.ndarray | None) -> Fold:
+    if ext_labels is None:
+        raise SplitError(f"split {name!r} is external but no external test set was given (external_labels)")
+    train = np.arange(len(groups.of_image), dtype=np.int64)
+    return Fold(train, np.arange(len(ext_labels), dtype=np.int64), "external")
+
+
+def _warn_external_overlap(sha: np.ndarray, ext_sha: np.ndarray, warnings: list[str]) -> None:
+    shared = np.intersect1d(sha, ext_sha)
+    if len(shared):
+        warnings.append(f"{len(shared)} image(s) of the external test set are byte-identical to training images")
+
+
+def _counts(labels: np.ndarray) -> dict[str, int]:
+    return {k: int(v) for k, v in sorted(Counter(np.asarray(labels).tolist()).items())}
+
+
+def _read_plan_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(labels, fold column name -> array of 'train'/'test'/'-') from ``splits.csv``."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or header[:3] != ["index", "path", "label"]:
+            raise SplitError(f"{path}: not a splits.csv (expected columns index,path,label,...)")
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        if len(row) != len(header) or row[0] != str(i):
+            raise SplitError(f"{path}, row {i + 2}: malformed (expected index {i} and {len(header)} columns)")
+    labels = np.asarray([r[2] for r in rows], dtype=object).astype(str)
+    columns = {name: np.asarray([r[j] for r in rows], dtype=object) for j, name in enumerate(header) if j >= 3}
+    return labels, columns
+
+
+def _fold_from_column(
+    columns: dict[str, np.ndarray], col: str, meta: dict[str, Any], n_external: int | None, path: Path
+) -> Fold:
+    if col not in columns:
+        raise SplitError(f"{path}: column {col!r} is missing")
+    values = columns[col]
+    bad = set(values.tolist()) - {"train", "test", "-"}
+    if bad:
+        raise SplitError(f"{path}: column {col!r} has values {sorted(bad)}; expected train, test or -")
+    train = np.flatnonzero(values == "train").astype(np.int64)
+    if meta["test_source"] == "external":
+        return Fold(train, np.arange(int(n_external or 0), dtype=np.int64), "external")
+    return Fold(train, np.flatnonzero(values == "test").astype(np.int64), "train")

@@ -1,0 +1,279 @@
+"""Paired statistics between methods evaluated on the identical split.
+
+Every method of a run is tested on exactly the same images (same split plan), so comparisons
+can be *paired*: per image (McNemar's test, paired bootstrap) and per fold (paired t-test,
+Wilcoxon signed-rank test). See docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from scipy import stats as sps
+
+from cytocompare.metrics import balanced_accuracy
+from cytocompare.tolerance import ToleranceMap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cytocompare.rundir import RunDir
+
+#: below this many discordant pairs McNemar uses the exact binomial test
+MCNEMAR_EXACT_BELOW = 25
+
+
+class McNemarResult(NamedTuple):
+    b: int  # a right, b wrong
+    c: int  # a wrong, b right
+    p_value: float
+
+
+class FoldTestResult(NamedTuple):
+    n: int
+    mean_diff: float
+    sd_diff: float
+    t_p: float
+    wilcoxon_p: float
+
+
+class BootstrapResult(NamedTuple):
+    diff: float
+    low: float
+    high: float
+
+
+def mcnemar(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray) -> McNemarResult:
+    """McNemar's test on paired per-image correctness of two methods.
+
+    Parameters
+    ----------
+    correct_a, correct_b
+        Boolean arrays: was image i classified correctly by method a / b.
+
+    Returns
+    -------
+    McNemarResult
+        ``b`` = images only a got right, ``c`` = images only b got right, and the two-sided p.
+
+    Notes
+    -----
+    With fewer than :data:`MCNEMAR_EXACT_BELOW` (25) discordant images, the exact two-sided
+    binomial test of ``b`` out of ``b + c`` against 0.5 (:func:`scipy.stats.binomtest`);
+    otherwise the chi-square statistic with continuity correction,
+    ``(|b - c| - 1)^2 / (b + c)`` on 1 degree of freedom. ``p = 1`` when ``b + c == 0``.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    bb = np.asarray(correct_b, dtype=bool)
+    if a.shape != bb.shape:
+        raise ValueError(f"correct_a and correct_b differ in shape: {a.shape} vs {bb.shape}")
+    b = int(np.sum(a & ~bb))
+    c = int(np.sum(~a & bb))
+    n = b + c
+    if n == 0:
+        return McNemarResult(b, c, 1.0)
+    if n < MCNEMAR_EXACT_BELOW:
+        p = float(sps.binomtest(b, n, 0.5, alternative="two-sided").pvalue)
+    else:
+        stat = (abs(b - c) - 1) ** 2 / n
+        p = float(sps.chi2.sf(stat, df=1))
+    return McNemarResult(b, c, min(p, 1.0))
+
+
+def paired_fold_test(scores_a: Sequence[float], scores_b: Sequence[float]) -> FoldTestResult:
+    """Paired tests of per-fold scores (e.g. balanced accuracy of each fold) of two methods.
+
+    Returns the number of folds, mean and sample sd (``ddof=1``) of ``a - b``, the paired
+    t-test p (:func:`scipy.stats.ttest_rel`) and the Wilcoxon signed-rank p
+    (:func:`scipy.stats.wilcoxon`, exact for small n).
+
+    Notes
+    -----
+    The Wilcoxon p is computed only with at least 5 folds (NaN otherwise) and is NaN when every
+    difference is 0. With 5 folds its smallest possible two-sided p is ``2 / 2**5 = 0.0625``:
+    it can never reach 0.05, so read it as a sign check, not as a significance test. Folds of one
+    k-fold split share training images, so neither test's independence assumption holds
+    exactly (Dietterich 1998); treat these p values as descriptive.
+    """
+    a = np.asarray(scores_a, dtype=float)
+    b = np.asarray(scores_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("scores_a and scores_b must have the same length")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    n = len(a)
+    d = a - b
+    nan = float("nan")
+    mean = float(d.mean()) if n else nan
+    sd = float(d.std(ddof=1)) if n > 1 else nan
+    t_p = nan
+    if n > 1 and np.any(d != 0):
+        t_p = float(sps.ttest_rel(a, b).pvalue)
+    w_p = nan
+    if n >= 5 and np.any(d != 0):
+        w_p = float(sps.wilcoxon(a, b).pvalue)
+    return FoldTestResult(n, mean, sd, t_p, w_p)
+
+
+def _balanced_accuracy_boot(class_idx: np.ndarray, correct: np.ndarray, idx: np.ndarray, k: int) -> float:
+    cls = class_idx[idx]
+    n_c = np.bincount(cls, minlength=k)
+    hits = np.bincount(cls, weights=correct[idx].astype(float), minlength=k)
+    present = n_c > 0
+    return float(np.mean(hits[present] / n_c[present]))
+
+
+def bootstrap_ci(
+    y_true: Sequence[str] | np.ndarray,
+    pred_a: Sequence[str] | np.ndarray,
+    pred_b: Sequence[str] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    tolerance: ToleranceMap | None = None,
+) -> BootstrapResult:
+    """Paired bootstrap CI of balanced accuracy(a) − balanced accuracy(b) on the same images.
+
+    Images are resampled with replacement (the same resample for both methods, which is what
+    makes it paired); balanced accuracy is the mean recall over classes present in the
+    resample. Percentile interval.
+
+    Parameters
+    ----------
+    y_true, pred_a, pred_b
+        Truth and the two methods' predictions for the same images, in the same order.
+    n_boot
+        Number of resamples.
+    confidence
+        Two-sided coverage of the interval.
+    seed
+        Seed of the resampling (same seed, same interval).
+    tolerance
+        Tolerant balanced accuracy when given.
+
+    Returns
+    -------
+    BootstrapResult
+        ``diff`` (observed), ``low``, ``high``.
+    """
+    t = np.asarray(y_true, dtype=object).astype(str)
+    pa = np.asarray(pred_a, dtype=object).astype(str)
+    pb = np.asarray(pred_b, dtype=object).astype(str)
+    if not (t.shape == pa.shape == pb.shape):
+        raise ValueError("y_true, pred_a and pred_b must have the same length")
+    diff = balanced_accuracy(t, pa, tolerance) - balanced_accuracy(t, pb, tolerance)
+    n = len(t)
+    if n == 0:
+        return BootstrapResult(float("nan"), float("nan"), float("nan"))
+    ok_a = tolerance.correct(t, pa) if tolerance is not None else t == pa
+    ok_b = tolerance.correct(t, pb) if tolerance is not None else t == pb
+    classes, class_idx = np.unique(t, return_inverse=True)
+    k = len(classes)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        diffs[i] = _balanced_accuracy_boot(class_idx, ok_a, idx, k) - _balanced_accuracy_boot(class_idx, ok_b, idx, k)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    return BootstrapResult(float(diff), float(low), float(high))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p values (NaN entries stay NaN and do not count)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+#: columns of metrics/paired_<split>.csv
+PAIRED_COLUMNS = [
+    "method_a", "method_b", "n_images", "n_folds",
+    "balanced_accuracy_a", "balanced_accuracy_b", "diff", "ci_low", "ci_high",
+    "mcnemar_b", "mcnemar_c", "mcnemar_p", "mcnemar_p_holm",
+    "fold_mean_diff", "fold_sd_diff", "ttest_p", "ttest_p_holm", "wilcoxon_p",
+]
+
+
+def _pooled(run: RunDir, method: str, split: str) -> dict[int, tuple[int, str, str]]:
+    """image -> (fold, truth, prediction) over all completed folds of one method and split."""
+    out: dict[int, tuple[int, str, str]] = {}
+    for m, s, k in run.completed():
+        if m != method or s != split:
+            continue
+        p = run.read_predictions(m, s, k)
+        for img, t, y in zip(p.images.tolist(), p.truth.tolist(), p.prediction.tolist(), strict=True):
+            out[int(img)] = (k, t, y)
+    return out
+
+
+def paired_comparisons(
+    run: RunDir, split: str, *, n_boot: int = 2000, seed: int = 0, tolerant: bool = False
+) -> list[dict]:
+    """Compare every pair of methods with predictions on the same images of ``split``.
+
+    Predictions are pooled over folds (in k-fold every image is tested exactly once) and
+    aligned by image index; only images both methods predicted are used. Per pair: balanced
+    accuracy of each, their difference with a paired bootstrap CI, McNemar's test on per-image
+    correctness, and paired fold-wise tests of per-fold balanced accuracy. Holm's correction
+    is applied across pairs (``*_holm`` columns).
+
+    Returns
+    -------
+    list of dict
+        One dict per pair with the keys of :data:`PAIRED_COLUMNS`.
+    """
+    tol = ToleranceMap(run.tolerated_pairs()) if tolerant else None
+    pooled = {m: _pooled(run, m, split) for m in run.methods()}
+    pooled = {m: v for m, v in pooled.items() if v}
+    rows: list[dict] = []
+    for ma, mb in itertools.combinations(pooled, 2):
+        a, b = pooled[ma], pooled[mb]
+        common = sorted(set(a) & set(b))
+        if not common:
+            continue
+        truth = np.array([a[i][1] for i in common], dtype=str)
+        if any(a[i][1] != b[i][1] for i in common):
+            raise ValueError(f"{ma} and {mb} disagree on the truth of some images of split {split!r}")
+        pa = np.array([a[i][2] for i in common], dtype=str)
+        pb = np.array([b[i][2] for i in common], dtype=str)
+        fold_a = np.array([a[i][0] for i in common])
+        fold_b = np.array([b[i][0] for i in common])
+        ok_a = tol.correct(truth, pa) if tol is not None else truth == pa
+        ok_b = tol.correct(truth, pb) if tol is not None else truth == pb
+        mc = mcnemar(ok_a, ok_b)
+        boot = bootstrap_ci(truth, pa, pb, n_boot=n_boot, seed=seed, tolerance=tol)
+        folds = sorted(set(fold_a.tolist()))
+        sa, sb = [], []
+        for k in folds:
+            sel = (fold_a == k) & (fold_b == k)  # identical plans put an image in the same fold
+            if sel.any():
+                sa.append(balanced_accuracy(truth[sel], pa[sel], tol))
+                sb.append(balanced_accuracy(truth[sel], pb[sel], tol))
+        ft = paired_fold_test(sa, sb)
+        rows.append({
+            "method_a": ma, "method_b": mb, "n_images": len(common), "n_folds": len(sa),
+            "balanced_accuracy_a": balanced_accuracy(truth, pa, tol),
+            "balanced_accuracy_b": balanced_accuracy(truth, pb, tol),
+            "diff": boot.diff, "ci_low": boot.low, "ci_high": boot.high,
+            "mcnemar_b": mc.b, "mcnemar_c": mc.c, "mcnemar_p": mc.p_value,
+            "fold_mean_diff": ft.mean_diff, "fold_sd_diff": ft.sd_diff,
+            "ttest_p": ft.t_p, "wilcoxon_p": ft.wilcoxon_p,
+        })
+    for col in ("mcnemar_p", "ttest_p"):
+        adj = holm([r[col] for r in rows])
+        for r, v in zip(rows, adj, strict=True):
+            r[f"{col}_holm"] = float(v)
+    return rows
+

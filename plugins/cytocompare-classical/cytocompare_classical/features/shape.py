@@ -1,0 +1,161 @@
+"""Shape of each mask, nucleus-cytoplasm relations and contour Fourier descriptors."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import find_contours, perimeter
+from skimage.morphology import convex_hull_image
+
+from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+
+_PER_MASK: dict[str, str] = {
+    "area": "pixels in the mask",
+    "perimeter": "perimeter (skimage.measure.perimeter, 4-connectivity)",
+    "equivalent_diameter": "diameter of the disc of the same area",
+    "circularity": "4 pi area / perimeter^2 (1 for a disc)",
+    "convex_area": "pixels in the convex hull",
+    "solidity": "area / convex area",
+    "convexity_defect_fraction": "(convex area - area) / convex area",
+    "n_convexity_defects": "connected components of (convex hull - mask) larger than 1% of the area",
+    "extent": "area / bounding-box area",
+    "major_axis": "major axis length of the inertia ellipse (4 sqrt(largest eigenvalue))",
+    "minor_axis": "minor axis length of the inertia ellipse",
+    "elongation": "minor / major axis",
+    "eccentricity": "eccentricity of the inertia ellipse",
+    "feret_max": "maximal Feret (caliper) diameter over 36 directions",
+    "feret_min": "minimal Feret diameter over 36 directions",
+    "feret_ratio": "feret_min / feret_max",
+    "n_components": "connected components (lobes for a segmented nucleus)",
+    "euler_number": "components minus holes",
+    "radial_mean": "mean centroid-to-contour distance / equivalent radius",
+    "radial_sd": "sd of centroid-to-contour distance / equivalent radius",
+    "radial_min": "min centroid-to-contour distance / equivalent radius",
+    "radial_max": "max centroid-to-contour distance / equivalent radius",
+    "fdK": "Fourier descriptor K: |FFT| of the centroid distance signal at frequency K / its DC term",
+}
+
+_CROSS: dict[str, str] = {
+    "nucleus_cell_area_ratio": "nucleus area / cell area",
+    "nucleus_cytoplasm_area_ratio": "nucleus area / cytoplasm area (0 if no cytoplasm)",
+    "centroid_offset": "distance between nucleus and cell centroids / cell equivalent radius",
+    "nucleus_centre_distance": "distance of the nucleus centroid to the image centre / image side",
+    "cell_touches_border": "fraction of the cell's contour pixels on the image border",
+}
+
+
+class Shape(FeatureFamily):
+    """Morphometry of the cell, nucleus and cytoplasm masks (no intensities).
+
+    Sizes are in pixels of the 250 x 250 image (all Matek images share one magnification).
+    Lobularity of segmented nuclei shows in ``n_components``, ``solidity`` and
+    ``n_convexity_defects``; contour irregularity in the Fourier descriptors of the
+    centroid-distance signal of the largest component's outer contour (resampled to 64 points).
+    """
+
+    name = "shape"
+    feature_docs = {**_PER_MASK, **{f"relation.{k}": v for k, v in _CROSS.items()}}
+
+    def _per_mask(self, profile: Profile) -> list[str]:
+        base = [k for k in _PER_MASK if k != "fdK"]
+        return base + [f"fd{k:02d}" for k in range(1, profile.fourier_descriptors + 1)]
+
+    def names(self, profile: Profile) -> list[str]:
+        return [f"{m}.shape.{f}" for m in MASKS for f in self._per_mask(profile)] + [f"relation.shape.{k}" for k in _CROSS]
+
+    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
+        per = self._per_mask(profile)
+        out = []
+        for m in MASKS:
+            mask = ctx.masks[m]
+            if mask.sum() < 3:
+                out.append(np.full(len(per), FILL_VALUE))
+            else:
+                out.append(_mask_shape(mask, profile.fourier_descriptors))
+        out.append(self._cross(ctx))
+        return np.nan_to_num(np.concatenate(out), nan=FILL_VALUE, posinf=FILL_VALUE, neginf=FILL_VALUE)
+
+    def _cross(self, ctx: CellContext) -> np.ndarray:
+        cell, nuc, cyto = ctx.masks["cell"], ctx.masks["nucleus"], ctx.masks["cytoplasm"]
+        a_cell, a_nuc, a_cyto = cell.sum(), nuc.sum(), cyto.sum()
+        if a_cell == 0 or a_nuc == 0:
+            return np.full(len(_CROSS), FILL_VALUE)
+        cn = np.array(ndi.center_of_mass(nuc))
+        cc = np.array(ndi.center_of_mass(cell))
+        r_eq = np.sqrt(a_cell / np.pi)
+        h, w = ctx.image_shape
+        centre = np.array([(h - 1) / 2 - ctx.offset[0], (w - 1) / 2 - ctx.offset[1]])
+        # the crop touches the image border where its offset is 0 or it ends at the image edge
+        edge = cell & ~ndi.binary_erosion(cell, border_value=0)
+        on_border = np.zeros_like(cell)
+        if ctx.offset[0] == 0:
+            on_border[0] = True
+        if ctx.offset[1] == 0:
+            on_border[:, 0] = True
+        if ctx.offset[0] + cell.shape[0] >= h:
+            on_border[-1] = True
+        if ctx.offset[1] + cell.shape[1] >= w:
+            on_border[:, -1] = True
+        return np.array([
+            a_nuc / a_cell,
+            a_nuc / a_cyto if a_cyto > 0 else FILL_VALUE,
+            np.hypot(*(cn - cc)) / r_eq,
+            np.hypot(*(cn - centre)) / max(h, w),
+            (edge & on_border).sum() / max(edge.sum(), 1),
+        ])
+
+
+def _mask_shape(mask: np.ndarray, n_fd: int) -> np.ndarray:
+    area = float(mask.sum())
+    per = float(perimeter(mask, neighborhood=4))
+    eqd = np.sqrt(4 * area / np.pi)
+    hull = convex_hull_image(mask)
+    carea = float(hull.sum())
+    defects, nd = ndi.label(hull & ~mask)
+    dsizes = np.bincount(defects.ravel())[1:] if nd else np.zeros(0)
+    ys, xs = np.nonzero(mask)
+    bbox = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+    cov = np.cov(np.stack([ys, xs]).astype(np.float64)) if area > 1 else np.zeros((2, 2))
+    ev = np.sort(np.maximum(np.linalg.eigvalsh(cov), 0))[::-1]
+    major, minor = 4 * np.sqrt(ev[0]), 4 * np.sqrt(ev[1])
+    ecc = np.sqrt(1 - ev[1] / ev[0]) if ev[0] > 0 else 0.0
+    ang = np.deg2rad(np.arange(0, 180, 5))
+    proj = np.outer(ys, np.sin(ang)) + np.outer(xs, np.cos(ang))
+    widths = proj.max(0) - proj.min(0) + 1
+    lab, ncomp = ndi.label(mask, structure=np.ones((3, 3)))
+    holes, nholes = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+    radial, fd = _contour_signal(mask, lab, n_fd)
+    r_eq = eqd / 2
+    return np.array([
+        area, per, eqd,
+        4 * np.pi * area / per**2 if per > 0 else FILL_VALUE,
+        carea, area / carea, (carea - area) / carea,
+        float((dsizes > 0.01 * area).sum()),
+        area / bbox,
+        major, minor, minor / major if major > 0 else FILL_VALUE, ecc,
+        widths.max(), widths.min(), widths.min() / widths.max(),
+        float(ncomp), float(ncomp - nholes),
+        radial.mean() / r_eq, radial.std() / r_eq, radial.min() / r_eq, radial.max() / r_eq,
+        *fd,
+    ])
+
+
+def _contour_signal(mask: np.ndarray, lab: np.ndarray, n_fd: int) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    largest = lab == int(sizes.argmax())
+    contours = find_contours(np.pad(largest, 1).astype(np.float32), 0.5)
+    if not contours:
+        return np.zeros(1), np.zeros(n_fd)
+    c = max(contours, key=len) - 1
+    cy, cx = np.nonzero(largest)
+    d = np.hypot(c[:, 0] - cy.mean(), c[:, 1] - cx.mean())
+    # resample by arc length to 64 points so descriptors do not depend on contour pixel count
+    seg = np.hypot(*np.diff(c, axis=0).T)
+    s = np.concatenate([[0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        return d, np.zeros(n_fd)
+    sig = np.interp(np.linspace(0, s[-1], 64, endpoint=False), s, d)
+    spec = np.abs(np.fft.rfft(sig))
+    fd = spec[1 : n_fd + 1] / spec[0] if spec[0] > 0 else np.zeros(n_fd)
+    return d, np.pad(fd, (0, max(0, n_fd - fd.size)))

@@ -1,0 +1,245 @@
+"""Training, prediction, checkpoint/resume and pickling on tiny synthetic images (CPU, seconds)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cytocompare.images import ImageSet  # noqa: E402
+from cytocompare_deep import loading, training  # noqa: E402
+from cytocompare_deep.classifier import ResNeXt50Classifier, SequentialCNNClassifier  # noqa: E402
+
+COLOURS = {"c_red": (200, 40, 40), "a_green": (40, 200, 40), "b_blue": (40, 40, 200)}
+
+
+def blobs(n_per_class: int = 20, size: int = 32, seed: int = 0) -> tuple[ImageSet, np.ndarray]:
+    """Dark noisy background with one coloured disc; the colour is the class."""
+    rng = np.random.RandomState(seed)
+    arrays, labels = [], []
+    yy, xx = np.mgrid[:size, :size]
+    for label, colour in COLOURS.items():
+        for _ in range(n_per_class):
+            a = rng.randint(0, 60, (size, size, 3)).astype(np.uint8)
+            cy, cx = rng.randint(size // 3, 2 * size // 3, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < rng.randint(size // 2, size * 3 // 2)
+            a[disc] = np.clip(np.array(colour) + rng.randint(-20, 20, 3), 0, 255)
+            arrays.append(a)
+            labels.append(label)
+    order = rng.permutation(len(labels))  # interleave classes: labels are not given sorted
+    labels = np.asarray(labels)[order]
+    return ImageSet.from_arrays([arrays[i] for i in order], labels), labels
+
+
+TINY = dict(image_size=32, device="cpu", augment=False, progress=False, num_workers=0)
+
+
+def tiny(cls=SequentialCNNClassifier, **kw):
+    params = {**TINY, "epochs": 2, "samples_per_class": 32, "batch_size": 16, "lr": 0.05, **kw}
+    if cls is ResNeXt50Classifier:
+        params.setdefault("width", "tiny")
+    return cls(**params)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return blobs()
+
+
+@pytest.mark.parametrize("cls", [SequentialCNNClassifier, ResNeXt50Classifier])
+def test_learns_above_chance_and_proba_follows_classes(cls, data):
+    images, y = data
+    clf = tiny(cls, epochs=3).fit(images, y)
+    assert list(clf.classes_) == sorted(COLOURS)
+    proba = clf.predict_proba(images)
+    assert proba.shape == (len(y), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    pred = clf.predict(images)
+    assert np.array_equal(pred, clf.classes_[proba.argmax(axis=1)].astype(str))
+    acc = float((pred == y).mean())
+    assert acc > 0.6, f"{cls.__name__} accuracy {acc:.2f} (chance 0.33)"
+    # per-class mean probability is highest in that class's own column
+    for k, c in enumerate(clf.classes_):
+        assert proba[y == c].mean(axis=0).argmax() == k
+    assert clf.embed(images[:5]).shape[0] == 5
+    assert len(clf.history_) == 3 and clf.mean_.shape == (3,)
+
+
+def test_epoch_indices_are_class_balanced_and_pure():
+    y = np.array([0] * 50 + [1] * 5 + [2] * 1)
+    idx = training.epoch_indices(y, 3, 40, seed=1, epoch=0)
+    assert np.bincount(y[idx], minlength=3).tolist() == [40, 40, 40]
+    assert np.array_equal(idx, training.epoch_indices(y, 3, 40, seed=1, epoch=0))
+    assert not np.array_equal(idx, training.epoch_indices(y, 3, 40, seed=1, epoch=1))
+    plain = training.epoch_indices(y, 3, None, seed=1, epoch=0)
+    assert sorted(plain.tolist()) == list(range(len(y)))
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _raise_after_first(epoch: int) -> None:
+    if epoch == 1:
+        raise _Crash("simulated crash after epoch 1")
+
+
+@pytest.mark.parametrize("cls", [SequentialCNNClassifier, ResNeXt50Classifier])
+def test_resume_after_crash_is_identical_to_uninterrupted(cls, data, tmp_path):
+    images, y = data
+    params = dict(epochs=2, deterministic=True, samples_per_class=24, batch_size=12)
+    augment = _augment_available()
+    if augment:
+        params["augment"] = True
+    full = tiny(cls, checkpoint_dir=str(tmp_path / "full"), **params).fit(images, y)
+
+    first = tiny(cls, checkpoint_dir=str(tmp_path / "crash"), **params)
+    first._on_epoch_end = _raise_after_first
+    with pytest.raises(_Crash):
+        first.fit(images, y)
+    ckpt = training.load_checkpoint(tmp_path / "crash" / training.CHECKPOINT_NAME)
+    assert ckpt["epoch"] == 1
+    resumed = tiny(cls, checkpoint_dir=str(tmp_path / "crash"), **params).fit(images, y)
+
+    a, b = full.model_.state_dict(), resumed.model_.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert np.array_equal(full.predict_proba(images), resumed.predict_proba(images))
+    assert [h["loss"] for h in full.history_] == [h["loss"] for h in resumed.history_]
+
+
+def test_finished_checkpoint_is_reused_and_other_data_refused(data, tmp_path):
+    images, y = data
+    clf = tiny(checkpoint_dir=str(tmp_path)).fit(images, y)
+    again = tiny(checkpoint_dir=str(tmp_path)).fit(images, y)  # loads, trains nothing
+    assert np.array_equal(clf.predict_proba(images), again.predict_proba(images))
+    with pytest.raises(training.CheckpointError, match="another training set"):
+        tiny(checkpoint_dir=str(tmp_path)).fit(images[:30], y[:30])
+    fresh = tiny(checkpoint_dir=str(tmp_path), resume=False).fit(images[:30], y[:30])
+    assert fresh.history_[0]["epoch"] == 1
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_loads_weights_only_and_refuses_pickled_objects(data, tmp_path):
+    images, y = data
+    tiny(checkpoint_dir=str(tmp_path / "ok"), epochs=1).fit(images, y)
+    state = training.load_checkpoint(tmp_path / "ok" / "last.pt")
+    assert state["classes"] == sorted(COLOURS) and state["epoch"] == 1
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    # the same file through plain torch.load(weights_only=True) works too
+    torch.load(tmp_path / "ok" / "last.pt", weights_only=True)
+
+    marker = tmp_path / "pwned"
+    bad = dict(state, evil=_Evil(marker))
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(training.CheckpointError, match="refused"):
+        training.load_checkpoint(tmp_path / "bad.pt")
+    assert not marker.exists()
+
+
+def test_pickle_roundtrip_keeps_predictions(data):
+    images, y = data
+    clf = tiny(epochs=1).fit(images, y)
+    clone = pickle.loads(pickle.dumps(clf))
+    assert np.array_equal(clf.predict_proba(images), clone.predict_proba(images))
+    assert list(clone.classes_) == list(clf.classes_)
+
+
+def test_streaming_path_and_bf16_on_cpu(data, monkeypatch):
+    images, y = data
+    monkeypatch.setattr(loading, "fits_on_device", lambda *a, **k: False)
+    clf = tiny(epochs=1, precision="bf16", channels_last=True).fit(images, y)
+    assert np.isfinite(clf.history_[0]["loss"])
+    assert clf.predict_proba(images).dtype == np.float32
+    with pytest.raises(ValueError, match="fp16"):
+        tiny(precision="fp16").fit(images, y)
+
+
+def test_not_fitted_and_bad_input(data):
+    from cytocompare.errors import NotFittedError
+
+    images, y = data
+    with pytest.raises(NotFittedError):
+        tiny().predict(images)
+    with pytest.raises(ValueError, match="2 classes"):
+        tiny().fit(images, np.array(["x"] * len(images)))
+
+
+def test_jpeg_files_decode_and_resize(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.jpg"
+        Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(p, quality=95)
+        paths.append(p)
+    images = ImageSet(paths, ["a", "b", "c"])
+    batch = loading.load_all(images, 32, torch.device("cpu"), batch_size=2, num_workers=1)
+    assert batch.shape == (3, 3, 32, 32) and batch.dtype == torch.uint8
+    assert abs(int(batch[2].float().mean()) - 120) <= 2
+
+
+def _augment_available() -> bool:
+    try:
+        from cytocompare_deep.augment import BatchAugment  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_training_with_augmentation(data):
+    if not _augment_available():
+        pytest.skip("cytocompare_deep.augment is not there yet")
+    images, y = data
+    clf = tiny(epochs=1, augment=True).fit(images, y)
+    assert np.isfinite(clf.history_[0]["loss"])
+
+
+@pytest.mark.gpu
+def test_cuda_nvjpeg_decode_matches_pil_and_bf16_training(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.randint(0, 255, (48, 48, 3), dtype=np.uint8)).save(p, quality=95)
+        paths.append(p)
+    images = ImageSet(paths, ["a", "b", "a", "b"])
+    gpu = loading.load_all(images, 48, torch.device("cuda")).cpu().int()
+    cpu = loading.load_all(images, 48, torch.device("cpu")).int()
+    assert (gpu - cpu).abs().float().mean() < 3  # nvJPEG and libjpeg differ by rounding only
+    imgs, y = blobs()
+    clf = tiny(ResNeXt50Classifier, device="cuda", precision="bf16").fit(imgs, y)
+    assert np.isfinite(clf.history_[-1]["loss"])
+
+
+@pytest.mark.slow  # ~60 s on 2 cores: UMAP's numba compilation
+def test_write_artifacts_smoothgrad_gradcam_umap(data, tmp_path):
+    pytest.importorskip("captum")
+    pytest.importorskip("pytorch_grad_cam")
+    pytest.importorskip("umap")
+    try:
+        from cytocompare_deep import explain  # noqa: F401
+    except ImportError:
+        pytest.skip("cytocompare_deep.explain is not there yet")
+    images, y = data
+    clf = tiny(ResNeXt50Classifier, epochs=1).fit(images, y)
+    paths = clf.write_artifacts(tmp_path, images, y, n_cells=3)
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 0, p
+    assert {p.name for p in paths} >= {"explanations.png", "umap.png"}

@@ -1,0 +1,174 @@
+"""End to end: a protocol run on small synthetic image folders, through the CLI and the runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cytocompare.cli import cli
+from cytocompare.testing.datasets import make_cell
+
+LOOKS = {"BLA": (0.2, (90, 40, 140)), "LYT": (0.32, (60, 30, 110)), "NGS": (0.12, (120, 60, 170))}
+
+
+def make_folder(root: Path, n: int = 10, size: int = 64, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for cls, (frac, nuc) in LOOKS.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            img = make_cell(size, frac, nuc, (225, 180, 200), rng)
+            Image.fromarray(img).save(root / cls / f"{cls}_{i:05d}.jpg", quality=95)
+    return root
+
+
+PROTOCOL = """
+version: 1
+name: e2e
+seed: 7
+data: {{path: {data}, image_size: [64, 64], on_bad_file: {on_bad}}}
+splits:
+  cv5: {{kind: kfold, n_splits: 5}}
+  ho: {{kind: holdout, test_size: 0.3}}
+methods:
+  colour:
+    classifier: {{name: colour-logreg, params: {{max_iter: 300}}}}
+    splits: [cv5, ho]
+  colour-svm:
+    features: {{name: colour-stats}}
+    classifier: {{name: majority-test}}
+    splits: [cv5]
+    optional: true
+n_jobs: 1
+cache_dir: {cache}
+"""
+
+
+def write_protocol(tmp: Path, data: Path, on_bad: str = "skip") -> Path:
+    p = tmp / "protocol.yaml"
+    p.write_text(PROTOCOL.format(data=data, on_bad=on_bad, cache=tmp / "cache"))
+    return p
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = make_folder(tmp_path / "data")
+    # a truncated JPEG and a greyscale image: both must be reported, neither silently dropped
+    good = (root / "BLA" / "BLA_00000.jpg").read_bytes()
+    (root / "BLA" / "BLA_truncated.jpg").write_bytes(good[: len(good) // 2])
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(root / "LYT" / "LYT_grey.jpg")
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_end_to_end_and_resume(tmp_path: Path, data: Path):
+    out = tmp_path / "run"
+    protocol = write_protocol(tmp_path, data)
+    result = invoke("run", str(protocol), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    for name in ("run.json", "protocol.yaml", "plugins.json", "splits.csv", "splits.json", "dataset.csv",
+                 "skipped.csv", "metrics/long.csv", "metrics/summary.csv", "metrics/metrics.json",
+                 "table1_cv5.md", "table1_ho.md", "charts/recall_cv5.png", "index.html"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+    skipped = {Path(r["path"]).name: r["cause"] for r in read_csv(out / "skipped.csv")}
+    assert set(skipped) == {"BLA_truncated.jpg", "LYT_grey.jpg"}
+    assert "RGB" in skipped["LYT_grey.jpg"]
+
+    # every image is tested exactly once over the 5 folds, with the same plan for every method
+    tested = []
+    for k in range(5):
+        rows = read_csv(out / "predictions" / "colour" / "cv5" / f"fold-{k}.csv")
+        tested += [int(r["image"]) for r in rows]
+        assert {"truth", "prediction", "score_BLA"} <= set(rows[0])
+    assert sorted(tested) == list(range(30))
+
+    summary = read_csv(out / "metrics" / "summary.csv")
+    bal = [r for r in summary if r["method"] == "colour" and r["split"] == "cv5"
+           and r["metric"] == "balanced_accuracy_strict"]
+    assert len(bal) == 1 and float(bal[0]["mean"]) > 0.8  # an easy synthetic task
+    # the optional method with a missing component was skipped, not failed
+    assert "colour-svm" not in json.loads((out / "run.json").read_text())["methods"]
+
+    # resume: delete one finished fold; a rerun recomputes exactly that fold and keeps the rest
+    fold3 = out / "predictions" / "colour" / "cv5" / "fold-3.json"
+    kept = (out / "predictions" / "colour" / "cv5" / "fold-1.csv").stat().st_mtime_ns
+    fold3.unlink()
+    result = invoke("run", str(protocol), "-o", str(out))
+    assert result.exit_code == 0
+    assert "5 fold(s) resumed" in result.output and "1 fold(s) run" in result.output
+    assert fold3.exists()
+    assert (out / "predictions" / "colour" / "cv5" / "fold-1.csv").stat().st_mtime_ns == kept
+
+
+def test_bad_file_stops_the_run_when_asked(tmp_path: Path, data: Path):
+    protocol = write_protocol(tmp_path, data, on_bad="stop")
+    result = CliRunner().invoke(cli, ["run", str(protocol), "-o", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert "BLA_truncated.jpg" in result.output
+
+
+def test_other_protocol_into_same_directory_is_refused(tmp_path: Path, data: Path):
+    out = tmp_path / "run"
+    protocol = write_protocol(tmp_path, data)
+    assert invoke("run", str(protocol), "-o", str(out), "--only", "colour").exit_code == 0
+    protocol.write_text(protocol.read_text().replace("seed: 7", "seed: 8"))
+    result = CliRunner().invoke(cli, ["run", str(protocol), "-o", str(out)])
+    assert result.exit_code != 0 and "different protocol" in result.output
+
+
+def test_small_class_under_5_fold(tmp_path: Path):
+    root = make_folder(tmp_path / "data", n=10)
+    for f in sorted((root / "NGS").iterdir())[3:]:
+        f.unlink()  # NGS keeps 3 images: too few for 5 folds
+    protocol = write_protocol(tmp_path, root)
+    result = CliRunner().invoke(cli, ["run", str(protocol), "-o", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "NGS" in result.output and "drop" in result.output
+    protocol.write_text(protocol.read_text() + "small_classes: drop\n")
+    result = invoke("run", str(protocol), "-o", str(tmp_path / "run2"))
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "run2" / "splits.json").read_text())
+    assert any(e["label"] == "NGS" for e in plan["excluded"])
+
+
+def test_validate_command_exit_codes(tmp_path: Path, data: Path):
+    protocol = write_protocol(tmp_path, data)
+    assert invoke("validate", str(protocol)).exit_code == 0
+    protocol.write_text(protocol.read_text().replace("colour-logreg", "colour-logre"))
+    result = CliRunner().invoke(cli, ["validate", str(protocol)])
+    assert result.exit_code == 2 and "did you mean 'colour-logreg'" in result.output
+    protocol.write_text("name: [broken")
+    result = CliRunner().invoke(cli, ["validate", str(protocol)])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def test_empty_class_folder_is_reported(tmp_path: Path):
+    root = make_folder(tmp_path / "data", n=10)
+    (root / "MON").mkdir()
+    protocol = write_protocol(tmp_path, root)
+    result = invoke("run", str(protocol), "-o", str(tmp_path / "run"), "--only", "colour")
+    assert result.exit_code == 0
+    assert "MON" in result.output  # the warning names the empty class
+
+
+def test_report_command_redraws(tmp_path: Path, data: Path):
+    out = tmp_path / "run"
+    invoke("run", str(write_protocol(tmp_path, data)), "-o", str(out), "--only", "colour")
+    (out / "charts" / "recall_cv5.png").unlink()
+    result = invoke("report", str(out))
+    assert result.exit_code == 0
+    assert (out / "charts" / "recall_cv5.png").exists()
