@@ -215,7 +215,9 @@ class Runner:
             for w in loaded.warnings:
                 self.log(f"[data]   warning: {w}")
             if loaded.skipped:
-                self.log(f"[data]   skipped {len(loaded.skipped)} bad file(s); listed in {what}_skipped.csv")
+                prefix = "" if what == "training" else "test_"
+                self.log(f"[data]   {len(loaded.skipped)} file(s) not used (bad, unmapped or excluded); "
+                         f"each is listed with its cause in {prefix}skipped.csv")
             self.log(f"[data]   {len(loaded.images)} images, classes: "
                      + ", ".join(f"{c} {n}" for c, n in sorted(loaded.class_counts.items())))
             prefix = "" if what == "training" else "test_"

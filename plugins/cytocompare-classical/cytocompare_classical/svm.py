@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.kernel_approximation import Nystroem
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -69,7 +70,8 @@ class _SVMBase(BaseComponent):
     variant: str = ""
 
     # subclasses set these
-    def _pipeline(self, n_samples: int, n_features: int, **overrides: Any) -> Pipeline:  # pragma: no cover
+    def _pipeline(self, n_samples: int, n_features: int, final: bool = False,
+                  **overrides: Any) -> Pipeline:  # pragma: no cover
         raise NotImplementedError
 
     def _grid(self) -> dict[str, list[Any]] | None:  # pragma: no cover
@@ -96,6 +98,7 @@ class _SVMBase(BaseComponent):
             raise ValueError(f"need at least two classes to fit, got {classes.size}")
         if self.cv < 2:
             raise ValueError(f"cv must be >= 2, got {self.cv}")
+        self._min_class_count = int(np.bincount(yc).min())
         grid = self._grid()
         best = self._base_params()
         summary: list[dict[str, Any]] = []
@@ -110,7 +113,8 @@ class _SVMBase(BaseComponent):
             # a class with fewer rows than folds cannot be stratified; use fewer folds then
             n_splits = int(max(2, min(self.cv, np.bincount(ys).min())))
             search = GridSearchCV(
-                self._pipeline(Xs.shape[0] - Xs.shape[0] // n_splits, X.shape[1]),
+                # smallest possible training fold, so Nystroem never asks for more landmarks than rows
+                self._pipeline(Xs.shape[0] - -(-Xs.shape[0] // n_splits) - classes.size, X.shape[1]),
                 {self._search_key(k): self._search_values(k, v, X.shape[1]) for k, v in grid.items()},
                 cv=StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.random_state),
                 scoring=self.scoring,
@@ -128,7 +132,7 @@ class _SVMBase(BaseComponent):
                     "rank_test_score": int(res["rank_test_score"][i]),
                 })
             best.update({k.split("__", 1)[1]: v for k, v in search.best_params_.items()})
-        model = self._pipeline(X.shape[0], X.shape[1], **best)
+        model = self._pipeline(X.shape[0], X.shape[1], final=True, **best)
         model.fit(X, yc)
         self.classes_ = classes
         self.model_ = model
@@ -170,7 +174,8 @@ class RBFSVM(_SVMBase):
     scoring : str
         sklearn scorer of the search.
     probability : bool
-        Fit Platt scaling (5-fold internal CV, slower) and provide ``predict_proba``.
+        Provide ``predict_proba`` via Platt scaling: ``CalibratedClassifierCV(SVC, cv=min(5,
+        smallest class), ensemble=False)`` (sklearn 1.9's replacement for ``SVC(probability=True)``); slower.
     max_train_samples : int or None
         If set and smaller than the training set, the grid search runs on a stratified
         subsample of that size (every class keeps at least ``cv`` rows); the chosen parameters
@@ -233,14 +238,19 @@ class RBFSVM(_SVMBase):
     def _base_params(self) -> dict[str, Any]:
         return {"C": self.C, "gamma": self.gamma}
 
-    def _pipeline(self, n_samples: int, n_features: int, **overrides: Any) -> Pipeline:
+    def _pipeline(self, n_samples: int, n_features: int, final: bool = False, **overrides: Any) -> Pipeline:
         params = {**self._base_params(), **overrides}
-        return Pipeline([
-            ("scale", StandardScaler()),
-            ("clf", SVC(kernel="rbf", C=params["C"], gamma=params["gamma"], class_weight=self.class_weight,
-                        probability=self.probability, cache_size=self.cache_size,
-                        random_state=self.random_state)),
-        ])
+        svc = SVC(kernel="rbf", C=params["C"], gamma=params["gamma"], class_weight=self.class_weight,
+                  cache_size=self.cache_size, random_state=self.random_state)
+        if self.probability and final:
+            # sklearn 1.9 deprecates SVC(probability=True); this is its stated replacement (Platt
+            # scaling on internal CV folds, one SVC refitted on all rows). Not used in the search.
+            # rare classes (2-4 cells) get fewer calibration folds instead of an error
+            folds = int(min(5, self._min_class_count))
+            if folds < 2:
+                raise ValueError("probability=True needs at least 2 training examples of every class")
+            svc = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False)
+        return Pipeline([("scale", StandardScaler()), ("clf", svc)])
 
     @property
     def predict_proba(self):  # noqa: D401 - property so hasattr() is False without probability
@@ -275,6 +285,9 @@ class NystroemSVM(_SVMBase):
     cv, scoring, max_train_samples, n_jobs, random_state : as in :class:`RBFSVM`
     max_iter : int
         LinearSVC iterations.
+    dual : bool or "auto"
+        LinearSVC formulation; False (primal) suits n_samples >> n_components, the paper-scale
+        case.
 
     Attributes
     ----------
@@ -295,6 +308,7 @@ class NystroemSVM(_SVMBase):
         scoring: str = "accuracy",
         max_train_samples: int | None = None,
         max_iter: int = 5000,
+        dual: bool | str = False,
         n_jobs: int | None = None,
         random_state: int = 0,
     ) -> None:
@@ -307,6 +321,7 @@ class NystroemSVM(_SVMBase):
         self.scoring = scoring
         self.max_train_samples = max_train_samples
         self.max_iter = max_iter
+        self.dual = dual
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -325,7 +340,7 @@ class NystroemSVM(_SVMBase):
     def _base_params(self) -> dict[str, Any]:
         return {"C": self.C, "gamma": self.gamma}
 
-    def _pipeline(self, n_samples: int, n_features: int, **overrides: Any) -> Pipeline:
+    def _pipeline(self, n_samples: int, n_features: int, final: bool = False, **overrides: Any) -> Pipeline:
         params = {**self._base_params(), **overrides}
         gamma = params["gamma"]
         if gamma == "scale":
@@ -334,7 +349,7 @@ class NystroemSVM(_SVMBase):
         return Pipeline([
             ("scale", StandardScaler()),
             ("map", Nystroem(kernel="rbf", gamma=gamma, n_components=m, random_state=self.random_state)),
-            ("clf", LinearSVC(C=params["C"], class_weight=self.class_weight, dual="auto",
+            ("clf", LinearSVC(C=params["C"], class_weight=self.class_weight, dual=self.dual,
                               max_iter=self.max_iter, random_state=self.random_state)),
         ])
 

@@ -1,0 +1,92 @@
+"""RBFSVM / NystroemSVM: learning, labels, class weights, training-only search, conventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from cytocompare.base import clone
+from cytocompare.errors import NotFittedError
+from cytocompare_classical.svm import NystroemSVM, RBFSVM
+
+
+@pytest.fixture(scope="module")
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_blobs(n_samples=300, centers=3, n_features=5, cluster_std=1.0, random_state=0)
+    return X, np.array(["LYT", "MON", "NGS"])[y]
+
+
+@pytest.mark.parametrize("est", [RBFSVM(param_grid=None), RBFSVM(), NystroemSVM(n_components=50),
+                                 NystroemSVM(n_components=50, param_grid="default")])
+def test_learns_separable_problem_with_string_labels(est, blobs) -> None:
+    X, y = blobs
+    assert est.fit(X[:200], y[:200]) is est
+    pred = est.predict(X[200:])
+    assert pred.dtype.kind == "U" and (pred == y[200:]).mean() > 0.9
+    assert est.classes_.tolist() == ["LYT", "MON", "NGS"]
+    assert est.decision_function(X[200:]).shape == (100, 3)
+    assert est.variant_ in ("svc-rbf", "nystroem-linear-svm")
+
+
+def test_class_weight_balanced(blobs) -> None:
+    X, y = blobs
+    keep = np.r_[np.flatnonzero(y != "NGS"), np.flatnonzero(y == "NGS")[:12]]
+    est = RBFSVM(param_grid=None, class_weight="balanced").fit(X[keep], y[keep])
+    assert (est.predict(X[y == "NGS"]) == "NGS").mean() > 0.9
+    nys = NystroemSVM(n_components=30, class_weight="balanced").fit(X[keep], y[keep])
+    assert (nys.predict(X[y == "NGS"]) == "NGS").mean() > 0.9
+
+
+def test_grid_search_sees_training_rows_only(blobs, monkeypatch) -> None:
+    from sklearn.svm import SVC
+    X, y = blobs
+    seen: list[int] = []
+    real_fit = SVC.fit
+
+    def recording_fit(self, Xf, yf, sample_weight=None):
+        seen.append(len(Xf))
+        return real_fit(self, Xf, yf, sample_weight=sample_weight)
+
+    monkeypatch.setattr(SVC, "fit", recording_fit)
+    est = RBFSVM(param_grid={"C": [1, 10], "gamma": ["scale", 0.1]}, cv=3).fit(X[:150], y[:150])
+    assert max(seen) == 150 and len(seen) == 4 * 3 + 1  # 4 candidates × 3 folds + final refit
+    assert all(s <= 100 for s in seen[:-1])
+    assert len(est.cv_results_) == 4 and est.n_samples_tuned_ == 150
+    assert set(est.best_params_) == {"C", "gamma"}
+
+
+def test_max_train_samples_tunes_on_subsample_then_refits_all(blobs) -> None:
+    X, y = blobs
+    est = RBFSVM(max_train_samples=90).fit(X, y)
+    assert 90 <= est.n_samples_tuned_ <= 95
+    assert est.model_.named_steps["clf"].shape_fit_[0] == 300
+
+
+def test_predict_proba_only_with_probability(blobs) -> None:
+    X, y = blobs
+    assert not hasattr(RBFSVM(param_grid=None).fit(X, y), "predict_proba")
+    est = RBFSVM(param_grid=None, probability=True).fit(X[:200], y[:200])
+    proba = est.predict_proba(X[200:])
+    assert proba.shape == (100, 3) and np.allclose(proba.sum(1), 1)
+    assert (est.classes_[proba.argmax(1)] == y[200:]).mean() > 0.9
+
+
+@pytest.mark.parametrize("cls", [RBFSVM, NystroemSVM])
+def test_conventions_and_bad_input(cls, blobs) -> None:
+    X, y = blobs
+    est = cls()
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+    c = clone(est)
+    assert c.get_params() == est.get_params()
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="2 non-finite"):
+        cls(param_grid=None).fit(bad, y)
+    fitted = cls(param_grid=None).fit(X, y)
+    with pytest.raises(ValueError, match="non-finite"):
+        fitted.predict(bad)
+    with pytest.raises(ValueError, match="features"):
+        fitted.predict(X[:, :2])
