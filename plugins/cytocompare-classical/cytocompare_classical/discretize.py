@@ -18,22 +18,12 @@ from typing import Literal
 
 import numpy as np
 
+from cytocompare_classical._validation import check_finite
+
 __all__ = ["fit_thresholds", "apply_thresholds", "check_finite"]
 
 #: rows per block when coding; bounds the float64 temporaries to ~block × p × 8 bytes
 _BLOCK_ROWS = 8192
-
-
-def check_finite(X: np.ndarray, what: str = "X") -> None:
-    """Raise ``ValueError`` naming how many entries of ``X`` are NaN or infinite."""
-    if X.dtype.kind not in "fc":
-        return
-    bad = X.size - int(np.count_nonzero(np.isfinite(X)))
-    if bad:
-        raise ValueError(
-            f"{what} contains {bad} non-finite value(s) (NaN or inf) out of {X.size}; "
-            "features must be finite (impute or drop those features before this step)"
-        )
 
 
 def fit_thresholds(

@@ -35,7 +35,8 @@ import numba
 import numpy as np
 
 from cytocompare.base import BaseComponent, check_is_fitted
-from cytocompare_classical.discretize import apply_thresholds, check_finite, fit_thresholds
+from cytocompare_classical._validation import check_X
+from cytocompare_classical.discretize import apply_thresholds, fit_thresholds
 
 __all__ = ["MRMRSelector", "mrmr_select", "mutual_information", "PYMRMR_INSTALL_HINT"]
 
@@ -504,15 +505,7 @@ class MRMRSelector(BaseComponent):
 
     @staticmethod
     def _check_X(X: Any, n_features: int | None = None) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-        if X.dtype.kind not in "fciub":
-            raise ValueError(f"X must be numeric, got dtype {X.dtype}")
-        if n_features is not None and X.shape[1] != n_features:
-            raise ValueError(f"X has {X.shape[1]} features, but this selector was fitted on {n_features}")
-        check_finite(X)
-        return X
+        return check_X(X, n_features, fitted="this selector")
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> MRMRSelector:
         """Fit thresholds on ``X`` (the training rows) and select ``k`` columns."""

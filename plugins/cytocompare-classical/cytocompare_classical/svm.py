@@ -19,6 +19,8 @@ from sklearn.svm import SVC, LinearSVC
 
 from cytocompare.base import BaseComponent, check_is_fitted
 
+from cytocompare_classical._validation import check_X
+
 __all__ = ["RBFSVM", "NystroemSVM", "DEFAULT_RBF_GRID"]
 
 #: the default search of RBFSVM (``param_grid="default"``); gamma acts on standardised features
@@ -28,22 +30,7 @@ DEFAULT_NYSTROEM_GRID: dict[str, list[Any]] = {"C": [0.1, 1, 10]}
 
 
 def _check_X(X: Any, n_features: int | None = None) -> np.ndarray:
-    """2-D finite float array; the error names how many entries are bad."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-    if X.dtype.kind not in "fciub":
-        raise ValueError(f"X must be numeric, got dtype {X.dtype}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"X has {X.shape[1]} features, but the classifier was fitted on {n_features}")
-    if X.dtype.kind in "fc":
-        bad = X.size - int(np.count_nonzero(np.isfinite(X)))
-        if bad:
-            raise ValueError(
-                f"X contains {bad} non-finite value(s) (NaN or inf); features must be finite "
-                "(impute or drop them before the classifier)"
-            )
-    return X
+    return check_X(X, n_features, fitted="the classifier")
 
 
 def _stratified_subsample(y: np.ndarray, n: int, min_per_class: int, seed: int) -> np.ndarray:
