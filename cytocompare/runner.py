@@ -157,8 +157,9 @@ class Runner:
                     self._run_fold(rd, mname, method, pipeline, split, k, fold, train, test, features, tag)
                     done += 1
         self.log(f"all folds finished in {time.perf_counter() - t0:.1f} s; evaluating")
-        outputs = self._evaluate_and_report(rd)
+        # every fold is done: record it before the reports, so that index.html says so
         self._write_run_json(rd, train, labels, methods, status="finished")
+        outputs = self._evaluate_and_report(rd)
         self.log(f"run directory: {self.run_dir}")
         return RunResult(self.run_dir, list(methods), skipped, done, resumed, outputs)
 
