@@ -32,6 +32,7 @@ class DataSpec(_Strict):
     label_from: Literal["folder", "prefix"] = "folder"
     label_map: dict[str, str] | None = Field(None, description="folder name or file prefix → class code")
     image_size: tuple[int, int] | None = Field(None, description="expected (height, width); others are bad files")
+    center_crop: tuple[int, int] | None = Field(None, description="crop the centre (height, width) on load, before resize")
     resize: tuple[int, int] | None = Field(None, description="resize every image to (height, width) on load")
     on_bad_file: Literal["stop", "skip"] = "stop"
 

@@ -132,6 +132,7 @@ def load_dataset(
     label_from: Literal["folder", "prefix"] = "folder",
     image_size: tuple[int, int] | None = None,
     resize: tuple[int, int] | None = None,
+    crop: tuple[int, int] | None = None,
     on_bad_file: Literal["stop", "skip"] = "stop",
     verify: bool = True,
     progress: ProgressCallback | None = None,
@@ -157,6 +158,8 @@ def load_dataset(
         Expected size of every file; another size makes the file bad.
     resize : (height, width), optional
         Passed to the :class:`ImageSet`: images are resized when decoded (an external set).
+    crop : (height, width), optional
+        Passed to the :class:`ImageSet`: the centre is cropped when decoded, before ``resize``.
     on_bad_file : {"stop", "skip"}
         ``stop`` raises :class:`DataError` listing the bad files; ``skip`` lists them in
         ``skipped`` and goes on.
@@ -205,7 +208,7 @@ def load_dataset(
         raise DataError(f"{root}: every image file is bad; see the skipped list (first: {first.path}: {first.cause})")
     kept = [entries[i] for i in keep]
     sha = _final_hashes(kept, [hashes[i] for i in keep], verify)
-    images = ImageSet([str(e.path) for e in kept], [e.label for e in kept], sha, resize=resize)
+    images = ImageSet([str(e.path) for e in kept], [e.label for e in kept], sha, resize=resize, crop=crop)
 
     counts = _class_counts(images.labels, empty_labels)
     _warn_empty_classes(counts, warnings)

@@ -24,11 +24,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_image(path: str | Path, *, resize: tuple[int, int] | None = None) -> np.ndarray:
+def read_image(path: str | Path, *, resize: tuple[int, int] | None = None,
+               crop: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one image file to an (H, W, 3) uint8 RGB array.
 
     Raises :class:`DataError` naming the file and the cause (unreadable, truncated, not RGB).
-    ``resize`` is (height, width); used for an external set imaged at another size.
+    ``crop`` (height, width) takes the centre of the image first; ``resize`` (height, width)
+    then scales it. For another lab's images at the same magnification, crop to the training
+    size rather than resize, which would change the apparent size of every cell.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -38,6 +41,12 @@ def read_image(path: str | Path, *, resize: tuple[int, int] | None = None) -> np
             im.load()  # forces a full decode, so a truncated file fails here and not later
             if im.mode != "RGB":
                 raise DataError(f"{path}: image mode is {im.mode!r}, expected 'RGB' (a colour image)")
+            if crop is not None and im.size != (crop[1], crop[0]):
+                w, h = im.size
+                if w < crop[1] or h < crop[0]:
+                    raise DataError(f"{path}: size {w}x{h} is smaller than the centre crop {crop[1]}x{crop[0]}")
+                left, top = (w - crop[1]) // 2, (h - crop[0]) // 2
+                im = im.crop((left, top, left + crop[1], top + crop[0]))
             if resize is not None and im.size != (resize[1], resize[0]):
                 im = im.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).copy()
@@ -66,6 +75,7 @@ class ImageSet(Sequence[np.ndarray]):
         *,
         resize: tuple[int, int] | None = None,
         arrays: Sequence[np.ndarray] | None = None,
+        crop: tuple[int, int] | None = None,
     ) -> None:
         self.paths = np.asarray([str(p) for p in paths], dtype=object)
         self.labels = np.asarray(labels, dtype=object).astype(str)
@@ -73,6 +83,7 @@ class ImageSet(Sequence[np.ndarray]):
             raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
         self._sha256 = None if sha256 is None else np.asarray(sha256, dtype=object)
         self.resize = resize
+        self.crop = crop
         self._arrays = arrays
 
     @classmethod
@@ -108,7 +119,7 @@ class ImageSet(Sequence[np.ndarray]):
                 raise IndexError(index)
             if self._arrays is not None:
                 return self._arrays[i]
-            return read_image(self.paths[i], resize=self.resize)
+            return read_image(self.paths[i], resize=self.resize, crop=self.crop)
         return self.subset(np.arange(len(self))[index])
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
@@ -119,6 +130,7 @@ class ImageSet(Sequence[np.ndarray]):
             None if self._sha256 is None else self._sha256[idx],
             resize=self.resize,
             arrays=None if self._arrays is None else [self._arrays[i] for i in idx],
+            crop=self.crop,
         )
 
     def read_bytes(self, index: int) -> bytes:

@@ -210,7 +210,7 @@ class Runner:
 
             loaded = load_dataset(
                 spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
-                label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize,
+                label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
                 on_bad_file=spec.on_bad_file, progress=progress,
             )
             for w in loaded.warnings:

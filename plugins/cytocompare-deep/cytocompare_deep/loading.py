@@ -100,11 +100,12 @@ def iter_decoded(
     device = torch.device(device)
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     batches = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
-    use_cuda = device.type == "cuda"
+    # nvJPEG decodes the raw file: only when the ImageSet asks for no centre crop of its own
+    use_cuda = device.type == "cuda" and getattr(images, "crop", None) is None
     ds: torch.utils.data.Dataset = _BytesDataset(images) if use_cuda else _DecodedDataset(images, size)
     if num_workers == 0 and not use_cuda:
         for b in batches:
-            yield torch.stack([ds[int(i)] for i in b])
+            yield torch.stack([ds[int(i)] for i in b]).to(device)
         return
     loader = torch.utils.data.DataLoader(
         ds,
@@ -118,7 +119,7 @@ def iter_decoded(
         if use_cuda:
             yield decode_bytes_cuda(batch, size, device)
         else:
-            yield batch
+            yield batch.to(device)
 
 
 def load_all(images, size: int, device: torch.device, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:

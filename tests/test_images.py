@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from cytocompare import DataError, ImageSet, read_image
+
+
+def _write(tmp_path, arr, name="x.png"):
+    p = tmp_path / name
+    Image.fromarray(arr).save(p)
+    return p
+
+
+def test_center_crop_keeps_the_centre_and_scale(tmp_path):
+    arr = np.zeros((30, 40, 3), np.uint8)
+    arr[10:20, 15:25] = 200  # a 10x10 block in the middle
+    p = _write(tmp_path, arr)
+    out = read_image(p, crop=(10, 10))
+    assert out.shape == (10, 10, 3) and (out == 200).all()
+    both = read_image(p, crop=(20, 20), resize=(10, 10))
+    assert both.shape == (10, 10, 3)
+
+
+def test_crop_larger_than_image_names_the_file(tmp_path):
+    p = _write(tmp_path, np.zeros((8, 8, 3), np.uint8), "small.png")
+    with pytest.raises(DataError, match="small.png.*smaller than the centre crop"):
+        read_image(p, crop=(10, 10))
+
+
+def test_subset_keeps_crop_and_resize(tmp_path):
+    p = _write(tmp_path, np.zeros((30, 40, 3), np.uint8))
+    images = ImageSet([p, p], ["A", "B"], crop=(20, 20), resize=(10, 10))
+    sub = images[[1]]
+    assert sub.crop == (20, 20) and sub.resize == (10, 10)
+    assert sub[0].shape == (10, 10, 3)
+
+
+def test_greyscale_is_a_clear_error(tmp_path):
+    p = tmp_path / "grey.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(p)
+    with pytest.raises(DataError, match="grey.png.*'L'.*RGB"):
+        read_image(p)
