@@ -314,10 +314,13 @@ def write_explanations(
     return out
 
 
-# 21 classes in the paper's scheme: tab20 plus one more distinct colour, then cycle.
+# Up to 10 classes: tab10 (every colour distinct; tab20 pairs near-identical shades). The
+# paper's 21 classes: tab20 plus one more distinct colour, then cycle.
 def _class_colours(n: int) -> list[tuple[float, ...]]:
     import matplotlib
 
+    if n <= 10:
+        return [tuple(c) for c in matplotlib.colormaps["tab10"].colors[:n]]
     base = list(matplotlib.colormaps["tab20"].colors) + [(0.0, 0.0, 0.0)] + list(matplotlib.colormaps["Dark2"].colors)
     return [tuple(base[i % len(base)]) for i in range(n)]
 
