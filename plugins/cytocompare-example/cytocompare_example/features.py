@@ -73,10 +73,12 @@ class ColourStatistics(BaseComponent):
         dark = pixels[np.argsort(pixels[:, 1], kind="stable")[:n_dark]]
         feats: list[float] = []
         for region in (pixels, dark):
+            # one percentile call per region (all channels at once) instead of one per channel
+            mean, sd = region.mean(axis=0), region.std(axis=0)
+            pct = np.percentile(region, _PERCENTILES, axis=0)
             for c in range(len(_CHANNELS)):
-                col = region[:, c]
-                feats += [col.mean(), col.std()]
-                feats += list(np.percentile(col, _PERCENTILES))
+                feats += [mean[c], sd[c]]
+                feats += list(pct[:, c])
         hist, _ = np.histogram(dark[:, 3], bins=self.hue_bins, range=(0.0, 1.0))
         feats += list(hist / max(1, hist.sum()))
         # how much of the image is clearly darker than the mid-point of dark and overall green
