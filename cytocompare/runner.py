@@ -376,7 +376,8 @@ class Runner:
             "tolerated_pairs": [sorted(p) for p in pairs],
             "tolerance_source": "inferred from Matek et al. 2021 Table 1" if self.protocol.tolerance.pairs == "scheme" else "protocol",
             "no_call_classes": sorted(no_call if no_call is not None else self.scheme.no_call_classes),
-            "methods": {m: {"splits": spec.splits, "components": {
+            # merged, so that a later `--only` run does not hide methods run before it
+            "methods": info.get("methods", {}) | {m: {"splits": spec.splits, "components": {
                 p: (getattr(spec, p).model_dump() if getattr(spec, p) is not None else None)
                 for p in ("features", "selector", "classifier")}} for m, spec in methods.items()},
             "splits": {n: s.model_dump() | ({"n_folds": s.n_splits} if s.kind == "kfold" else {"n_folds": 1})

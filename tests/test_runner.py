@@ -41,7 +41,10 @@ methods:
     splits: [cv5, ho]
   colour-svm:
     features: {{name: colour-stats}}
-    classifier: {{name: majority-test}}
+    classifier: {{name: svm-rbf, params: {{param_grid: null}}}}
+    splits: [cv5]
+  later:
+    classifier: {{name: not-installed-yet}}
     splits: [cv5]
     optional: true
 n_jobs: 1
@@ -102,7 +105,13 @@ def test_run_end_to_end_and_resume(tmp_path: Path, data: Path):
            and r["metric"] == "balanced_accuracy_strict"]
     assert len(bal) == 1 and float(bal[0]["mean"]) > 0.8  # an easy synthetic task
     # the optional method with a missing component was skipped, not failed
-    assert "colour-svm" not in json.loads((out / "run.json").read_text())["methods"]
+    methods = json.loads((out / "run.json").read_text())["methods"]
+    assert set(methods) == {"colour", "colour-svm"}
+    # a feature pipeline and an image classifier were tested on exactly the same images
+    for k in range(5):
+        a = read_csv(out / "predictions" / "colour" / "cv5" / f"fold-{k}.csv")
+        b = read_csv(out / "predictions" / "colour-svm" / "cv5" / f"fold-{k}.csv")
+        assert [r["path"] for r in a] == [r["path"] for r in b]
 
     # resume: delete one finished fold; a rerun recomputes exactly that fold and keeps the rest
     fold3 = out / "predictions" / "colour" / "cv5" / "fold-3.json"
@@ -110,7 +119,7 @@ def test_run_end_to_end_and_resume(tmp_path: Path, data: Path):
     fold3.unlink()
     result = invoke("run", str(protocol), "-o", str(out))
     assert result.exit_code == 0
-    assert "5 fold(s) resumed" in result.output and "1 fold(s) run" in result.output
+    assert "10 fold(s) resumed" in result.output and "1 fold(s) run" in result.output
     assert fold3.exists()
     assert (out / "predictions" / "colour" / "cv5" / "fold-1.csv").stat().st_mtime_ns == kept
 
@@ -172,3 +181,13 @@ def test_report_command_redraws(tmp_path: Path, data: Path):
     result = invoke("report", str(out))
     assert result.exit_code == 0
     assert (out / "charts" / "recall_cv5.png").exists()
+
+
+def test_only_then_full_run_keeps_every_method(tmp_path: Path, data: Path):
+    out = tmp_path / "run"
+    protocol = write_protocol(tmp_path, data)
+    assert invoke("run", str(protocol), "-o", str(out), "--only", "colour-svm").exit_code == 0
+    assert invoke("run", str(protocol), "-o", str(out), "--only", "colour").exit_code == 0
+    assert set(json.loads((out / "run.json").read_text())["methods"]) == {"colour", "colour-svm"}
+    rows = read_csv(out / "metrics" / "summary.csv")
+    assert {r["method"] for r in rows} == {"colour", "colour-svm"}
