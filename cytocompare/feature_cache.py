@@ -2,7 +2,8 @@
 
 Features are per image and stateless (see :class:`cytocompare.protocols.FeatureExtractor`), so
 each image's vector is computed once per extractor configuration and reused across folds,
-methods and reruns. Rows are keyed by the image's sha256, so a renamed or duplicated file is
+methods and reruns. Rows are keyed by the image content (sha256, plus any crop or resize applied on
+load: ``ImageSet.content_keys``), so a renamed or duplicated file is
 not computed again.
 
 Layout of one extractor's store (``root/<extractor key>/``)::
@@ -334,7 +335,7 @@ class FeatureCache:
         names = list(extractor.get_feature_names_out())
         folder = self.folder(extractor)
         folder.mkdir(parents=True, exist_ok=True)
-        shas = np.asarray(images.sha256, dtype=object).astype(str)
+        shas = np.asarray(images.content_keys, dtype=object).astype(str)
         with _lock(folder):
             store = _Store.open(folder, extractor, names)
             missing = _first_of_missing(shas, store.index)
@@ -359,7 +360,7 @@ class FeatureCache:
         if total == 0:
             return
         chunks = [missing[i:i + batch_size] for i in range(0, total, batch_size)]
-        shas = np.asarray(images.sha256, dtype=object).astype(str)
+        shas = np.asarray(images.content_keys, dtype=object).astype(str)
         done = 0
         for idx, out in zip(chunks, self._run(extractor, images, chunks, n_jobs)):
             rows = _validate_output(out, extractor, len(idx), store.n_features)

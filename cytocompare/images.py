@@ -103,6 +103,17 @@ class ImageSet(Sequence[np.ndarray]):
             self._sha256 = np.asarray([sha256_file(p) for p in self.paths], dtype=object)
         return self._sha256
 
+    @property
+    def content_keys(self) -> np.ndarray:
+        """What each decoded image depends on: the file's hash, plus any crop/resize on load.
+
+        Caches keyed by this never hand back features of the uncropped image for a cropped one.
+        """
+        if self.crop is None and self.resize is None:
+            return self.sha256
+        suffix = f";crop={self.crop};resize={self.resize}"
+        return np.asarray([hashlib.sha256((s + suffix).encode()).hexdigest() for s in self.sha256], dtype=object)
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -209,3 +209,24 @@ def test_large_gather_goes_to_memmap(tmp_path: Path, monkeypatch: pytest.MonkeyP
     out = cache.compute(MeanColour(), images.subset([5, 0, 3]))
     assert isinstance(out, np.memmap) and Path(out.filename).parent == tmp_path / "_gathered"
     np.testing.assert_array_equal(out, full[[5, 0, 3]])
+
+
+def test_crop_on_load_is_part_of_the_key(tmp_path: Path) -> None:
+    """The same file decoded with a centre crop is another image: never served the uncropped row."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(3):
+        arr = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        arr[5:15, 5:15] = (10 * i, 200, 30)  # the centre differs from the border
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    cache = FeatureCache(tmp_path / "cache")
+    whole = ImageSet(paths, ["A", "B", "C"])
+    cropped = ImageSet(paths, ["A", "B", "C"], crop=(10, 10))
+    f_whole = np.array(cache.compute(MeanColour(), whole))
+    f_crop = np.array(cache.compute(MeanColour(), cropped))
+    np.testing.assert_allclose(f_crop, MeanColour().transform(cropped), rtol=1e-6)
+    assert not np.allclose(f_whole, f_crop)
