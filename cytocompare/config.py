@@ -35,6 +35,8 @@ class DataSpec(_Strict):
     center_crop: tuple[int, int] | None = Field(None, description="crop the centre (height, width) on load, before resize")
     resize: tuple[int, int] | None = Field(None, description="resize every image to (height, width) on load")
     on_bad_file: Literal["stop", "skip"] = "stop"
+    colour_normalize: Literal["none", "reinhard"] = Field(
+        "none", description="test_data only: map this set's overall L*a*b* colour statistics to the training set's")
 
 
 class HoldoutSpec(_Strict):
@@ -117,6 +119,8 @@ class Protocol(_Strict):
             for s in m.splits:
                 if s not in self.splits:
                     problems.append(f"methods.{mname}.splits: unknown split {s!r}; defined: {', '.join(self.splits)}")
+        if self.data.colour_normalize != "none":
+            problems.append("data.colour_normalize: only test_data can be colour-normalised (to the training set's colours)")
         if any(s.kind == "external" for s in self.splits.values()) and self.test_data is None:
             problems.append("splits: an 'external' split needs a 'test_data' section")
         if problems:

@@ -76,6 +76,7 @@ class ImageSet(Sequence[np.ndarray]):
         resize: tuple[int, int] | None = None,
         arrays: Sequence[np.ndarray] | None = None,
         crop: tuple[int, int] | None = None,
+        colour_map: Any = None,
     ) -> None:
         self.paths = np.asarray([str(p) for p in paths], dtype=object)
         self.labels = np.asarray(labels, dtype=object).astype(str)
@@ -84,6 +85,8 @@ class ImageSet(Sequence[np.ndarray]):
         self._sha256 = None if sha256 is None else np.asarray(sha256, dtype=object)
         self.resize = resize
         self.crop = crop
+        # a callable applied to every decoded image (e.g. cytocompare.colour.ColourMap), with .key()
+        self.colour_map = colour_map
         self._arrays = arrays
 
     @classmethod
@@ -109,9 +112,10 @@ class ImageSet(Sequence[np.ndarray]):
 
         Caches keyed by this never hand back features of the uncropped image for a cropped one.
         """
-        if self.crop is None and self.resize is None:
+        if self.crop is None and self.resize is None and self.colour_map is None:
             return self.sha256
-        suffix = f";crop={self.crop};resize={self.resize}"
+        colour = None if self.colour_map is None else self.colour_map.key()
+        suffix = f";crop={self.crop};resize={self.resize};colour={colour}"
         return np.asarray([hashlib.sha256((s + suffix).encode()).hexdigest() for s in self.sha256], dtype=object)
 
     def __len__(self) -> int:
@@ -128,9 +132,9 @@ class ImageSet(Sequence[np.ndarray]):
                 i += len(self)
             if not 0 <= i < len(self):
                 raise IndexError(index)
-            if self._arrays is not None:
-                return self._arrays[i]
-            return read_image(self.paths[i], resize=self.resize, crop=self.crop)
+            image = self._arrays[i] if self._arrays is not None else read_image(
+                self.paths[i], resize=self.resize, crop=self.crop)
+            return image if self.colour_map is None else self.colour_map(image)
         return self.subset(np.arange(len(self))[index])
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
@@ -142,6 +146,7 @@ class ImageSet(Sequence[np.ndarray]):
             resize=self.resize,
             arrays=None if self._arrays is None else [self._arrays[i] for i in idx],
             crop=self.crop,
+            colour_map=self.colour_map,
         )
 
     def read_bytes(self, index: int) -> bytes:

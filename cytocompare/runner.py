@@ -232,7 +232,20 @@ class Runner:
                          for m in self.protocol.methods.values() for s in m.splits)
         if self.protocol.test_data is not None and needs_test:
             test = load(self.protocol.test_data, "test").images
+            if self.protocol.test_data.colour_normalize == "reinhard":
+                test.colour_map = self._colour_map(train, test)
         return train, test
+
+    def _colour_map(self, train: ImageSet, test: ImageSet) -> Any:
+        """Dataset-level Reinhard map of the external set onto the training set's colours."""
+        from cytocompare.colour import ColourMap, LabStats
+
+        source = LabStats.of(test, seed=self.protocol.seed)
+        target = LabStats.of(train, seed=self.protocol.seed)
+        self.log("[data] test set colour-normalised (dataset-level Reinhard, L*a*b*): mean "
+                 f"{tuple(round(v, 1) for v in source.mean)} -> {tuple(round(v, 1) for v in target.mean)}, sd "
+                 f"{tuple(round(v, 1) for v in source.std)} -> {tuple(round(v, 1) for v in target.std)}")
+        return ColourMap(source, target)
 
     def _split_plan(self, rd: Any, train: ImageSet, test: ImageSet | None) -> Any:
         from cytocompare.splits import SplitPlan, SplitSpec, make_plan
