@@ -68,6 +68,13 @@ def validate(protocol: Path) -> None:
     proto, skipped = validate_protocol(protocol)
     for name in skipped:
         click.echo(f"note: optional method {name!r} will be skipped: its plugin is not installed")
+    for key, spec in (("data", proto.data), ("test_data", proto.test_data)):
+        if spec is None or spec.path.startswith("bundled:"):
+            continue
+        path = Path(spec.path) if Path(spec.path).is_absolute() else protocol.resolve().parent / spec.path
+        if not path.exists():
+            flag = "--data" if key == "data" else "--test-data"
+            click.echo(f"note: {key}.path {path} does not exist here; give {flag} when running")
     click.echo(f"{protocol}: valid ({len(proto.methods)} methods, {len(proto.splits)} splits)")
 
 

@@ -41,3 +41,14 @@ def test_schema_is_json_schema():
     r = run("schema")
     schema = json.loads(r.output)
     assert "methods" in schema["properties"] and "splits" in schema["properties"]
+
+
+def test_validate_notes_a_missing_data_folder(tmp_path):
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(
+        "version: 1\nname: t\ndata: {path: nowhere}\nsplits: {cv: {kind: kfold}}\n"
+        "methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}\n"
+    )
+    r = run("validate", str(protocol))
+    assert r.exit_code == 0
+    assert "does not exist here" in r.output and "--data" in r.output
