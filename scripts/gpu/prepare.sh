@@ -2,10 +2,11 @@
 # Here (no GPU needed): stage what the GPU check needs in the git-ignored .device/ folder.
 #  * a class-stratified subset of ../shared/data/matek-bm (PER_CLASS images per class, ~41 KB each)
 #  * wheels of the pure-Python dependencies the device image lacks (pydantic, mahotas, captum, ...)
-# Everything must fit the device tool's 64 MiB transfer: 180 per class is about 52 MiB.
+# Everything must fit the device tool's 64 MiB transfer together with the tracked files (~13 MB):
+# 150 per class is ~43 MB of images + ~5 MB of wheels. The script checks the total at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PER_CLASS=${PER_CLASS:-180}
+PER_CLASS=${PER_CLASS:-150}
 SRC=${SRC:-../shared/data/matek-bm}
 rm -rf .device/matek-bm .device/whl && mkdir -p .device/matek-bm .device/whl
 for dir in "$SRC"/*/; do
@@ -21,3 +22,8 @@ done
 # grad-cam is published as an sdist only: build its (pure-Python) wheel here
 python3 -m pip wheel -q --no-deps grad-cam==1.5.7 -w .device/whl
 echo "staged: $(find .device/matek-bm -name '*.jpg' | wc -l) images, $(ls .device/whl | wc -l) wheels, $(du -sh .device | cut -f1)"
+tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+staged=$(du -sb .device | cut -f1)
+total=$((tracked + staged))
+echo "transfer: $((total / 1048576)) MiB of the device tool's 64 MiB (tracked files + .device)"
+[ "$total" -lt $((64 * 1048576)) ] || { echo "too large: lower PER_CLASS" >&2; exit 1; }
