@@ -346,7 +346,7 @@ class Runner:
             },
             "variant": getattr(model.classifier_, "variant_", None),
             "best_params": _jsonable(getattr(model.classifier_, "best_params_", None)),
-            "selected_features": _selected_names(model, pipeline),
+            "selected_features": _selected_names(model),
             "finished": _now(),
         }
         rd.write_predictions(
@@ -441,7 +441,7 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def _selected_names(model: Pipeline, pipeline: Pipeline) -> list[str] | None:
+def _selected_names(model: Pipeline) -> list[str] | None:
     selector = getattr(model, "selector_", None)
     if selector is None or not hasattr(selector, "get_support"):
         return None

@@ -32,7 +32,7 @@ class LocalBinaryPatterns(FeatureFamily):
         for m in MASKS:
             mask = ctx.masks[m]
             n = int(mask.sum())
-            for (r, p, chans), code in zip(profile.lbp_configs, codes):
+            for (_r, p, chans), code in zip(profile.lbp_configs, codes):
                 if n == 0:
                     blocks.append(np.full(len(chans) * (p + 2), FILL_VALUE))
                     continue

@@ -17,7 +17,7 @@ class ThresholdAdjacency(FeatureFamily):
     """
 
     name = "tas"
-    feature_docs = {f"vNN": "mahotas pftas value NN (3 threshold ranges x {image, complement} x 9 neighbour counts)"}
+    feature_docs = {"vNN": "mahotas pftas value NN (3 threshold ranges x {image, complement} x 9 neighbour counts)"}
 
     def names(self, profile: Profile) -> list[str]:
         return [f"{m}.{c}.tas.v{k:02d}" for m in MASKS for c in profile.tas_channels for k in range(54)]
