@@ -72,6 +72,9 @@ class MethodSpec(_Strict):
     splits: list[str] = Field(min_length=1)
     optional: bool = Field(False, description="skip (with a warning) when its plugin is not installed")
     artifacts: bool = Field(True, description="let the classifier write extra files (saliency maps, UMAP)")
+    keep_checkpoints: bool = Field(
+        False, description="keep the per-fold training checkpoints of classifiers that take a checkpoint_dir "
+        "(deleted once the fold's predictions are written)")
 
 
 class ToleranceSpec(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -314,7 +315,8 @@ class Runner:
         y_train = train.labels[fold.train]
         y_test = test_set.labels[fold.test]
         model = clone(pipeline)
-        self.log(f"{tag} fit on {len(fold.train)} images")
+        ckpt_dir = self._give_checkpoint_dir(model, mname, split, k)
+        self.log(f"{tag} fit on {len(fold.train)} images" + (f" (checkpoints in {ckpt_dir})" if ckpt_dir else ""))
         t = time.perf_counter()
         if model.features is not None:
             F_test_all = features["test"] if external else features["train"]
@@ -360,6 +362,19 @@ class Runner:
                 self.log(f"{tag} artifacts written to {out}")
             except ImportError as exc:
                 self.log(f"{tag} artifacts skipped: {exc}")
+        if ckpt_dir is not None and not method.keep_checkpoints:
+            # the fold's predictions are on disk: the checkpoint has done its job (ResNeXt-50: ~200 MB a fold)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+    def _give_checkpoint_dir(self, model: Pipeline, mname: str, split: str, k: int) -> Path | None:
+        """A classifier with a ``checkpoint_dir`` parameter left at None trains into a folder of the
+        run directory, so that an interrupted run resumes inside the fold, not only at its start."""
+        params = model.classifier.get_params(deep=False)
+        if "checkpoint_dir" not in params or params["checkpoint_dir"] is not None:
+            return None
+        path = self.run_dir / "checkpoints" / mname / split / f"fold{k}"
+        model.classifier.set_params(checkpoint_dir=str(path))
+        return path
 
     def _evaluate_and_report(self, rd: Any) -> list[Path]:
         from cytocompare.metrics import evaluate_run

@@ -191,3 +191,50 @@ def test_only_then_full_run_keeps_every_method(tmp_path: Path, data: Path):
     assert set(json.loads((out / "run.json").read_text())["methods"]) == {"colour", "colour-svm"}
     rows = read_csv(out / "metrics" / "summary.csv")
     assert {r["method"] for r in rows} == {"colour", "colour-svm"}
+
+
+CKPT_PROTOCOL = """
+version: 1
+name: ckpt
+seed: 3
+data: {{path: {data}, image_size: [64, 64]}}
+splits:
+  ho: {{kind: holdout, test_size: 0.3}}
+methods:
+  cnn:
+    classifier: {{name: checkpointing}}
+    splits: [ho]
+    keep_checkpoints: {keep}
+  given:
+    classifier: {{name: checkpointing, params: {{checkpoint_dir: {own}}}}}
+    splits: [ho]
+reports: []
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_runner_gives_classifiers_a_checkpoint_dir_per_fold_and_resumes_inside_it(tmp_path, isolated_registry, keep):
+    from cytocompare.config import load_protocol
+    from cytocompare.runner import Runner
+    from tests.plugins.dummy import CheckpointingClassifier, CheckpointingPlugin
+
+    data = make_folder(tmp_path / "data", n=6)
+    own = tmp_path / "users-own"
+    p = tmp_path / "ckpt.yaml"
+    p.write_text(CKPT_PROTOCOL.format(data=data, keep=str(keep).lower(), own=own))
+    registry = isolated_registry(CheckpointingPlugin())
+    run_dir = tmp_path / "run"
+    CheckpointingClassifier.seen = []
+    CheckpointingClassifier.crash_once = True
+    with pytest.raises(KeyboardInterrupt):  # interrupted inside the first fold, after its "epoch 1"
+        Runner(load_protocol(p), run_dir, protocol_path=p, registry=registry, log=lambda m: None).run()
+    expected = run_dir / "checkpoints" / "cnn" / "ho" / "fold0"
+    assert CheckpointingClassifier.seen == [(str(expected), False)]
+    assert (expected / "last.txt").exists()  # the interrupted fold's progress is on disk
+
+    Runner(load_protocol(p), run_dir, protocol_path=p, registry=registry, log=lambda m: None).run()
+    # the rerun trained the same fold from its checkpoint; a checkpoint_dir the user set is left as given
+    assert CheckpointingClassifier.seen[1:] == [(str(expected), True), (str(own), False)]
+    assert expected.exists() == keep  # removed once the fold's predictions were written, unless kept
+    assert (own / "last.txt").exists()  # never deleted: it is the user's folder
+    assert len(read_csv(next((run_dir / "predictions").rglob("*.csv")))) > 0

@@ -53,3 +53,43 @@ class ProtocolUsingPlugin:
     @hookimpl
     def register_evaluators(self):
         pass
+
+
+class CheckpointingClassifier(BaseComponent):
+    """An image classifier that trains "in epochs" into ``checkpoint_dir`` (like the CNNs): it
+    records where it was told to checkpoint, resumes from a marker file, and can be told to crash."""
+
+    input = "images"
+    tags = {"deterministic": True}
+    seen: list[tuple[str | None, bool]] = []  # (checkpoint_dir, resumed) of every fit, for the tests
+    crash_once = False
+
+    def __init__(self, checkpoint_dir: str | None = None) -> None:
+        self.checkpoint_dir = checkpoint_dir
+
+    def fit(self, images, y):
+        from pathlib import Path
+
+        resumed = False
+        if self.checkpoint_dir is not None:
+            marker = Path(self.checkpoint_dir) / "last.txt"
+            resumed = marker.exists()
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("epoch 1 done\n")
+        type(self).seen.append((self.checkpoint_dir, resumed))
+        if type(self).crash_once:
+            type(self).crash_once = False
+            raise KeyboardInterrupt("simulated interruption after epoch 1")
+        values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+        self.classes_ = values
+        self.majority_ = values[np.argmax(counts)]
+        return self
+
+    def predict(self, images):
+        return np.full(len(images), self.majority_)
+
+
+class CheckpointingPlugin:
+    @hookimpl
+    def register_classifiers(self, register):
+        register("checkpointing", CheckpointingClassifier, description="majority class, trains into checkpoint_dir")

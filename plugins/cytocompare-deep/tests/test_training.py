@@ -243,3 +243,25 @@ def test_write_artifacts_smoothgrad_gradcam_umap(data, tmp_path):
     for p in paths:
         assert p.exists() and p.stat().st_size > 0, p
     assert {p.name for p in paths} >= {"explanations.png", "umap.png"}
+
+
+def test_batched_bytes_decoder_matches_pil_on_the_cpu(tmp_path):
+    """The nvJPEG path's own logic (JPEG/PNG split, batched decode_jpeg, resize, order) run with
+    torchvision's CPU decoder, so CI covers everything but the CUDA kernel itself."""
+    from PIL import Image
+
+    rng = np.random.RandomState(1)
+    paths = []
+    for i, ext in enumerate(["jpg", "png", "jpg", "png", "jpg"]):
+        p = tmp_path / f"{i}.{ext}"
+        size = 40 if i == 2 else 48  # one odd size: must be resized like the PIL path does
+        Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)).save(p, quality=95)
+        paths.append(p)
+    images = ImageSet(paths, ["a", "b", "a", "b", "a"])
+    encoded = [torch.frombuffer(bytearray(images.read_bytes(i)), dtype=torch.uint8) for i in range(len(images))]
+    batched = loading.decode_bytes_cuda(encoded, 48, torch.device("cpu")).int()
+    pil = loading.load_all(images, 48, torch.device("cpu")).int()
+    assert batched.shape == pil.shape == (5, 3, 48, 48)
+    for i in range(5):  # order kept; libjpeg builds differ by rounding only, PNG is exact
+        diff = (batched[i] - pil[i]).abs().float().mean()
+        assert diff < (1e-9 if paths[i].suffix == ".png" else 3), (paths[i], float(diff))
