@@ -265,3 +265,16 @@ def test_batched_bytes_decoder_matches_pil_on_the_cpu(tmp_path):
     for i in range(5):  # order kept; libjpeg builds differ by rounding only, PNG is exact
         diff = (batched[i] - pil[i]).abs().float().mean()
         assert diff < (1e-9 if paths[i].suffix == ".png" else 3), (paths[i], float(diff))
+
+
+@pytest.mark.slow  # torch.compile's first compilation takes ~1 min on 2 cores
+def test_compiled_training_checkpoints_the_plain_model(data, tmp_path):
+    """compile=True trains through the torch.compile wrapper, but checkpoints and pickles hold the
+    plain model's weights (no ``_orig_mod.`` prefixes), so a compiled run resumes uncompiled."""
+    images, y = data
+    clf = tiny(epochs=1, compile=True, checkpoint_dir=str(tmp_path)).fit(images, y)
+    assert np.isfinite(clf.history_[0]["loss"])
+    state = training.load_checkpoint(tmp_path / training.CHECKPOINT_NAME)
+    assert not any(k.startswith("_orig_mod.") for k in state["model"])
+    again = tiny(epochs=1, compile=False, checkpoint_dir=str(tmp_path)).fit(images, y)  # finished: loads only
+    np.testing.assert_allclose(again.predict_proba(images), clf.predict_proba(images), atol=1e-5)
