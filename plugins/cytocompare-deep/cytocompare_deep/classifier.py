@@ -201,9 +201,9 @@ class _DeepClassifier(BaseComponent):
 
     # ------------------------------------------------------------------ artifacts
 
-    def write_artifacts(self, out_dir: Path, images, y_true, n_cells: int = 6) -> list[Path]:
+    def write_artifacts(self, out_dir: Path, images, y_true, n_cells: int | None = None) -> list[Path]:
         """Write ``explanations.png`` (image | SmoothGrad | Grad-CAM for ``n_cells`` test cells, one
-        per class first) and ``umap.png`` (+ ``umap.csv``) of the penultimate features by class.
+        per class first; default: one per class, so no class is left out) and ``umap.png`` (+ ``umap.csv``) of the penultimate features by class.
 
         Uses :mod:`cytocompare_deep.explain`; needs the ``explain`` extra (captum, grad-cam,
         umap-learn).
@@ -228,6 +228,8 @@ class _DeepClassifier(BaseComponent):
         chosen: list[int] = []
         for c in sorted(set(y_true.tolist())):
             chosen.append(int(np.flatnonzero(y_true == c)[0]))
+        if n_cells is None:
+            n_cells = len(chosen)
         chosen = (chosen + [i for i in range(len(y_true)) if i not in chosen])[: min(n_cells, len(y_true))]
         dev = self._device()
         model = self.model_.to(dev).eval()
