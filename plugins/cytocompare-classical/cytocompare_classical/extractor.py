@@ -12,8 +12,25 @@ from cytocompare.errors import DataError
 from cytocompare_classical.features import compute_features, feature_names, get_profile
 
 
+_BLAS: Any = None
+
+
+def _single_threaded_blas() -> Any:
+    """A context pinning BLAS/OpenMP to one thread. Why: a multi-threaded BLAS sums in another
+    order, so near-zero features (e.g. the Zernike z11 of a centred mask, ~1e-18) would depend on
+    the thread count, i.e. on n_jobs and the machine, and a content-keyed feature cache must not.
+    Parallelism comes from images across processes, not from BLAS threads on one small cell."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1)
+
+
 def _one(rgb: np.ndarray, profile: str, mask_path: str | None) -> tuple[np.ndarray, bool, str]:
-    row, seg = compute_features(rgb, profile)
+    with _single_threaded_blas():
+        row, seg = compute_features(rgb, profile)
     if mask_path is not None:
         from cytocompare_classical.segmentation import save_masks
 
