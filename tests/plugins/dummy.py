@@ -55,16 +55,17 @@ class ProtocolUsingPlugin:
         pass
 
 
-class CheckpointingClassifier(BaseComponent):
-    """An image classifier that trains "in epochs" into ``checkpoint_dir`` (like the CNNs): it
-    records where it was told to checkpoint, resumes from a marker file, and can be told to crash."""
+class CheckpointingClassifier(MajorityClassifier):
+    """The majority classifier taking images and "training in epochs" into ``checkpoint_dir`` (like
+    the CNNs): it records where it was told to checkpoint, resumes from a marker file, and can be
+    told to crash."""
 
     input = "images"
-    tags = {"deterministic": True}
     seen: list[tuple[str | None, bool]] = []  # (checkpoint_dir, resumed) of every fit, for the tests
     crash_once = False
 
-    def __init__(self, checkpoint_dir: str | None = None) -> None:
+    def __init__(self, checkpoint_dir: str | None = None, strategy: str = "most_frequent") -> None:
+        super().__init__(strategy)
         self.checkpoint_dir = checkpoint_dir
 
     def fit(self, images, y):
@@ -80,13 +81,7 @@ class CheckpointingClassifier(BaseComponent):
         if type(self).crash_once:
             type(self).crash_once = False
             raise KeyboardInterrupt("simulated interruption after epoch 1")
-        values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
-        self.classes_ = values
-        self.majority_ = values[np.argmax(counts)]
-        return self
-
-    def predict(self, images):
-        return np.full(len(images), self.majority_)
+        return super().fit(images, y)
 
 
 class CheckpointingPlugin:

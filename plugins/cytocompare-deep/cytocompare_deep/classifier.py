@@ -203,7 +203,8 @@ class _DeepClassifier(BaseComponent):
 
     def write_artifacts(self, out_dir: Path, images, y_true, n_cells: int | None = None) -> list[Path]:
         """Write ``explanations.png`` (image | SmoothGrad | Grad-CAM for ``n_cells`` test cells, one
-        per class first; default: one per class, so no class is left out) and ``umap.png`` (+ ``umap.csv``) of the penultimate features by class.
+        per class first; default: one per class, so no class is left out) and ``umap.png``
+        (+ ``umap.csv``) of the penultimate features by class.
 
         Uses :mod:`cytocompare_deep.explain`; needs the ``explain`` extra (captum, grad-cam,
         umap-learn).
