@@ -12,6 +12,7 @@ import inspect
 from typing import Any, ClassVar
 
 from cytocompare.errors import NotFittedError
+from cytocompare.protocols import Tags
 
 
 class BaseComponent:
@@ -21,8 +22,8 @@ class BaseComponent:
     ``*args``/``**kwargs``), exactly as scikit-learn requires.
     """
 
-    #: free-form facts the conformance kit and runner read, e.g. ``{"deterministic": True}``
-    tags: ClassVar[dict[str, Any]] = {}
+    #: facts the conformance kit and runner read (:func:`get_tags`)
+    tags: ClassVar[Tags] = Tags()
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -120,3 +121,26 @@ def check_is_fitted(component: Any, attributes: str | list[str] | None = None) -
         raise NotFittedError(
             f"this {type(component).__name__} instance is not fitted yet; call 'fit' before using it"
         )
+
+
+def get_tags(component: Any) -> Tags:
+    """The :class:`~cytocompare.protocols.Tags` of a component or component class.
+
+    Read from the class (``tags: ClassVar[Tags]``), never from an instance or the registration;
+    a composite (the :class:`~cytocompare.pipeline.Pipeline`) combines its parts' in
+    ``combined_tags()``.
+    """
+    if not isinstance(component, type):
+        combined = getattr(component, "combined_tags", None)
+        if callable(combined):
+            return combined()
+    cls = component if isinstance(component, type) else type(component)
+    tags = getattr(cls, "tags", None)
+    if tags is None:
+        return Tags()
+    if not isinstance(tags, Tags):
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__}.tags must be a cytocompare.protocols.Tags, "
+            f"not {type(tags).__name__} (e.g. tags = Tags(deterministic=True))"
+        )
+    return tags

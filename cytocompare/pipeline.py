@@ -12,8 +12,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from cytocompare.base import BaseComponent, check_is_fitted, clone
+from cytocompare.base import BaseComponent, check_is_fitted, clone, get_tags
 from cytocompare.images import ImageSet
+from cytocompare.protocols import Tags
 
 
 class Pipeline(BaseComponent):
@@ -36,11 +37,13 @@ class Pipeline(BaseComponent):
         self.selector = selector
         self.classifier = classifier
 
-    @property
-    def tags(self) -> dict[str, Any]:  # type: ignore[override]
-        # a pipeline is deterministic only if every part is
-        parts = [p for p in (self.features, self.selector, self.classifier) if p is not None]
-        return {"deterministic": all(getattr(p, "tags", {}).get("deterministic", False) for p in parts)}
+    def combined_tags(self) -> Tags:
+        """A pipeline is deterministic only if every part is; it needs what any part needs."""
+        parts = [get_tags(p) for p in (self.features, self.selector, self.classifier) if p is not None]
+        gpu = "required" if any(t.gpu == "required" for t in parts) else (
+            "optional" if any(t.gpu == "optional" for t in parts) else "never")
+        return Tags(deterministic=bool(parts) and all(t.deterministic for t in parts),
+                    requires=tuple(dict.fromkeys(r for t in parts for r in t.requires)), gpu=gpu)
 
     def _validate(self) -> None:
         if self.classifier is None:

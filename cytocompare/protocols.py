@@ -65,6 +65,56 @@ class Classifier(Component, Protocol):
     def predict(self, X: Any) -> np.ndarray: ...
 
 
+# ---------------------------------------------------------------- optional capabilities
+# The runner never asks a component for an attribute by name: it checks these protocols. Each has
+# a conformance check (cytocompare.testing.checks) so that a plugin learns of a mistake in its own
+# test suite, not in a user's run.
+
+
+@dataclass(frozen=True)
+class Tags:
+    """Facts about a component class that the runner and the conformance kit read.
+
+    Declared on the class only (``tags: ClassVar[Tags] = Tags(deterministic=True)``) and read with
+    :func:`cytocompare.base.get_tags`; the registration callback takes none, so there is one home.
+    """
+
+    #: same data and same ``random_state`` give identical output (the kit checks it)
+    deterministic: bool = False
+    #: import names of the heavy backends the component needs (e.g. ``("torch",)``)
+    requires: tuple[str, ...] = ()
+    #: whether it uses a GPU: never, when there is one, or only with one
+    gpu: Literal["never", "optional", "required"] = "never"
+
+
+@runtime_checkable
+class Checkpointing(Protocol):
+    """A classifier that saves its training state into ``checkpoint_dir`` and resumes from it.
+
+    When the protocol leaves ``checkpoint_dir`` at ``None`` the runner gives each fold a folder of
+    the run directory, so that an interrupted run resumes inside the fold.
+    """
+
+    checkpoint_dir: str | None
+
+
+@runtime_checkable
+class WritesArtifacts(Protocol):
+    """A fitted classifier that writes extra files (saliency maps, UMAP) for a fold's test images."""
+
+    def write_artifacts(self, out_dir: Path, images: ImageSet, y_true: np.ndarray) -> list[Path]: ...
+
+
+@runtime_checkable
+class ReportsFit(Protocol):
+    """A fitted component that says what its fit chose (a variant, the best hyper-parameters).
+
+    The dictionary (JSON-able values only) is recorded with the fold's predictions.
+    """
+
+    def fit_report(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class EvaluationContext:
     """What an evaluator may need beyond the labels."""
