@@ -22,13 +22,20 @@ class CellClass:
 
 @dataclass(frozen=True)
 class ClassScheme:
-    """A named set of classes plus the default tolerance map and no-call classes."""
+    """A named set of classes plus the default tolerance map and no-call classes.
+
+    The partners of a class (the confusions its tolerant metrics forgive) are
+    :meth:`cytocompare.tolerance.ToleranceMap.partners` of ``ToleranceMap.from_scheme(scheme)``.
+    """
 
     name: str
     classes: tuple[CellClass, ...]
     tolerated_pairs: frozenset[frozenset[str]]
     no_call_classes: frozenset[str]
     source: str = ""
+    #: how ``tolerated_pairs`` were inferred, when the source does not publish them ("" = published);
+    #: reports print it next to the tolerant numbers (YAML key ``tolerance_inferred_from``)
+    tolerance_inferred_from: str = ""
 
     @property
     def codes(self) -> list[str]:
@@ -39,16 +46,6 @@ class ClassScheme:
             if c.code == code:
                 return c
         raise KeyError(code)
-
-    def display_name(self, code: str) -> str:
-        try:
-            return f"{code} ({self.get(code).name})"
-        except KeyError:
-            return code
-
-    def partners(self, code: str) -> set[str]:
-        """Classes whose confusion with ``code`` the tolerant metrics forgive."""
-        return {next(iter(p - {code})) for p in self.tolerated_pairs if code in p}
 
 
 def _parse(data: dict, origin: str) -> ClassScheme:
@@ -67,6 +64,7 @@ def _parse(data: dict, origin: str) -> ClassScheme:
         tolerated_pairs=pairs,
         no_call_classes=frozenset(data.get("no_call_classes", [])),
         source=data.get("source", ""),
+        tolerance_inferred_from=data.get("tolerance_inferred_from", "") or "",
     )
 
 

@@ -10,6 +10,7 @@ import click
 
 from cytocompare import __version__
 from cytocompare.errors import CytocompareError
+from cytocompare.registry import KINDS, METHOD_KINDS
 
 
 class _Group(click.Group):
@@ -39,13 +40,16 @@ def cli() -> None:
 def run(protocol: Path, output: Path | None, data_path: str | None, test_data_path: str | None,
         only: tuple[str, ...]) -> None:
     """Validate PROTOCOL completely, then run every installed method on the identical splits."""
-    from cytocompare.config import validate_protocol
+    from cytocompare.config import load_protocol
+    from cytocompare.datasets import resolve_data_path
     from cytocompare.runner import Runner
 
-    proto, _ = validate_protocol(protocol)
+    proto = load_protocol(protocol)  # the runner checks it against the registry before any work
     out = output or Path("runs") / proto.name
-    result = Runner(proto, out, protocol_path=protocol, data_path=_abs(data_path),
-                    test_data_path=_abs(test_data_path), only=list(only) or None).run()
+    # a path given on the command line is relative to the working directory
+    data, test_data = (None if p is None else resolve_data_path(p, Path.cwd()) for p in (data_path, test_data_path))
+    result = Runner(proto, out, protocol_path=protocol, data_path=data, test_data_path=test_data,
+                    only=list(only) or None).run()
     click.echo(f"finished: {len(result.methods_run)} method(s), {result.folds_done} fold(s) run, "
                f"{result.folds_resumed} fold(s) resumed; results in {result.run_dir}")
     index = result.run_dir / "index.html"
@@ -53,25 +57,20 @@ def run(protocol: Path, output: Path | None, data_path: str | None, test_data_pa
         click.echo(f"open {index}")
 
 
-def _abs(path: str | None) -> str | None:
-    if path is None or path.startswith("bundled:"):
-        return path
-    return str(Path(path).resolve())
-
-
 @cli.command()
 @click.argument("protocol", type=click.Path(dir_okay=False, path_type=Path))
 def validate(protocol: Path) -> None:
     """Check PROTOCOL (schema, component names, parameters) without running anything."""
     from cytocompare.config import validate_protocol
+    from cytocompare.datasets import is_bundled, resolve_data_path
 
     proto, skipped = validate_protocol(protocol)
     for name in skipped:
         click.echo(f"note: optional method {name!r} will be skipped: its plugin is not installed")
     for key, spec in (("data", proto.data), ("test_data", proto.test_data)):
-        if spec is None or spec.path.startswith("bundled:"):
+        if spec is None or is_bundled(spec.path):
             continue
-        path = Path(spec.path) if Path(spec.path).is_absolute() else protocol.resolve().parent / spec.path
+        path = Path(resolve_data_path(spec.path, protocol.resolve().parent))
         if not path.exists():
             flag = "--data" if key == "data" else "--test-data"
             click.echo(f"note: {key}.path {path} does not exist here; give {flag} when running")
@@ -79,7 +78,7 @@ def validate(protocol: Path) -> None:
 
 
 @cli.command("list")
-@click.option("--kind", type=click.Choice(["feature_extractor", "feature_selector", "classifier", "evaluator", "reporter"]),
+@click.option("--kind", type=click.Choice(KINDS),
               default=None, help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_components(kind: str | None, as_json: bool) -> None:
@@ -119,9 +118,9 @@ def plugins(requirements: bool) -> None:
 @click.option("--reporter", "reporters", multiple=True, help="Only this reporter (repeatable).")
 def report(run_dir: Path, reporters: tuple[str, ...]) -> None:
     """Recompute metrics and redraw tables and charts of a finished (or partial) RUN_DIR."""
-    from cytocompare.reports import redraw
+    from cytocompare.evaluation import evaluate_and_report
 
-    written = redraw(run_dir, list(reporters) or None)
+    written = evaluate_and_report(run_dir, reporters=list(reporters) or None)
     for path in written:
         click.echo(str(path))
 
@@ -129,7 +128,7 @@ def report(run_dir: Path, reporters: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--kind", default="classifier", show_default=True,
-              type=click.Choice(["feature_extractor", "feature_selector", "classifier"]))
+              type=click.Choice(METHOD_KINDS))
 def check(name: str, kind: str) -> None:
     """Run the conformance kit on one registered component (with its fast parameters)."""
     from cytocompare.plugins import get_registry

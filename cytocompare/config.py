@@ -15,8 +15,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cytocompare.errors import CytocompareError, ProtocolError
-from cytocompare.registry import Kind, Registry
+from cytocompare.errors import ProtocolError
+from cytocompare.evaluation import DEFAULT_EVALUATORS, DEFAULT_REPORTERS
+from cytocompare.pipeline import input_chain_problem
+from cytocompare.registry import METHOD_KINDS, Kind, Registry
+from cytocompare.splits import SplitSpec
 
 
 class _Strict(BaseModel):
@@ -39,23 +42,6 @@ class DataSpec(_Strict):
         "none", description="test_data only: map this set's overall L*a*b* colour statistics to the training set's")
 
 
-class HoldoutSpec(_Strict):
-    kind: Literal["holdout"]
-    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.3
-
-
-class KFoldSpec(_Strict):
-    kind: Literal["kfold"]
-    n_splits: Annotated[int, Field(ge=2)] = 5
-
-
-class ExternalSpec(_Strict):
-    kind: Literal["external"]
-
-
-SplitSpecModel = Annotated[HoldoutSpec | KFoldSpec | ExternalSpec, Field(discriminator="kind")]
-
-
 class ComponentRef(_Strict):
     """A registered component and its constructor parameters."""
 
@@ -73,8 +59,8 @@ class MethodSpec(_Strict):
     optional: bool = Field(False, description="skip (with a warning) when its plugin is not installed")
     artifacts: bool = Field(True, description="let the classifier write extra files (saliency maps, UMAP)")
     keep_checkpoints: bool = Field(
-        False, description="keep the per-fold training checkpoints of classifiers that take a checkpoint_dir "
-        "(deleted once the fold's predictions are written)")
+        False, description="keep the per-fold training checkpoints of checkpointing classifiers "
+        "(cytocompare.protocols.Checkpointing; deleted once the fold's predictions are written)")
 
 
 class ToleranceSpec(_Strict):
@@ -84,7 +70,7 @@ class ToleranceSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    evaluators: list[str] = Field(default_factory=lambda: ["precision-recall", "summary", "external"])
+    evaluators: list[str] = Field(default_factory=lambda: list(DEFAULT_EVALUATORS))
     no_call_classes: list[str] | None = Field(None, description="default: the scheme's (ART, NIF)")
 
 
@@ -98,12 +84,12 @@ class Protocol(_Strict):
     class_scheme: str = "matek2021"
     data: DataSpec
     test_data: DataSpec | None = None
-    splits: dict[str, SplitSpecModel] = Field(min_length=1)
+    splits: dict[str, SplitSpec] = Field(min_length=1)
     small_classes: Literal["error", "drop", "train_only"] = "error"
     tolerance: ToleranceSpec = Field(default_factory=ToleranceSpec)
     methods: dict[str, MethodSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    reports: list[str] = Field(default_factory=lambda: ["table1", "recall-chart", "confusion-chart", "paired-stats", "html"])
+    reports: list[str] = Field(default_factory=lambda: list(DEFAULT_REPORTERS))
     n_jobs: Annotated[int, Field(ge=1)] = 1
     cache_dir: str | None = Field(None, description="feature cache; default $CYTOCOMPARE_CACHE or ~/.cache/cytocompare")
 
@@ -168,11 +154,8 @@ def load_protocol(path: str | Path) -> Protocol:
     return parse_protocol(path.read_text(), str(path))
 
 
-_PARTS: tuple[tuple[str, Kind], ...] = (
-    ("features", "feature_extractor"),
-    ("selector", "feature_selector"),
-    ("classifier", "classifier"),
-)
+#: the protocol's name for each part of a method, with its kind
+_PARTS: tuple[tuple[str, Kind], ...] = tuple(zip(("features", "selector", "classifier"), METHOD_KINDS))
 
 
 def check_against_registry(protocol: Protocol, registry: Registry, origin: str = "<protocol>") -> list[str]:
@@ -214,22 +197,22 @@ def check_against_registry(protocol: Protocol, registry: Registry, origin: str =
 
 
 def _check_input_chain(mname: str, method: MethodSpec, registry: Registry) -> list[str]:
-    """A features→classifier chain must agree on the classifier's input type."""
+    """A features→classifier chain must agree on the classifier's input type (the rule itself is
+    :func:`cytocompare.pipeline.input_chain_problem`, which the Pipeline applies too)."""
     if ("classifier", method.classifier.name) not in registry:
         return []
     try:
         factory = registry.get("classifier", method.classifier.name).load()
-    except Exception:
+    except Exception:  # reported by check_against_registry as an import failure
         return []
-    wants = getattr(factory, "input", "features")
-    where = f"methods.{mname}"
-    if method.features is None and method.selector is not None:
-        return [f"{where}.selector\n    a selector needs a 'features' extractor before it"]
-    if method.features is None and wants != "images":
-        return [f"{where}.classifier\n    {method.classifier.name!r} takes features: add a 'features' extractor"]
-    if method.features is not None and wants != "features":
-        return [f"{where}.features\n    {method.classifier.name!r} takes images, so it cannot follow a feature extractor"]
-    return []
+    problem = input_chain_problem(
+        has_features=method.features is not None, has_selector=method.selector is not None,
+        classifier_input=getattr(factory, "input", "features"), classifier_name=method.classifier.name,
+    )
+    if problem is None:
+        return []
+    part, message = problem
+    return [f"methods.{mname}.{part}\n    {message}"]
 
 
 def validate_protocol(path: str | Path, registry: Registry | None = None) -> tuple[Protocol, list[str]]:
@@ -237,8 +220,5 @@ def validate_protocol(path: str | Path, registry: Registry | None = None) -> tup
     from cytocompare.plugins import get_registry
 
     protocol = load_protocol(path)
-    try:
-        skipped = check_against_registry(protocol, registry or get_registry(), str(path))
-    except CytocompareError:
-        raise
+    skipped = check_against_registry(protocol, registry or get_registry(), str(path))
     return protocol, skipped

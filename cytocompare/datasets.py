@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,16 +31,17 @@ from typing import Literal
 import numpy as np
 
 from cytocompare.errors import DataError
-from cytocompare.images import ImageSet
+from cytocompare.images import BadImageError, ImageSet, decode_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LoadedDataset",
     "SkippedFile",
+    "BUNDLED_PREFIX",
     "bundled_sample_path",
+    "is_bundled",
     "load_dataset",
-    "write_dataset_csv",
-    "write_skipped_csv",
+    "resolve_data_path",
 ]
 
 #: file-name suffixes treated as images (compared case-insensitively)
@@ -50,7 +50,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", "
 Layout = Literal["auto", "paper", "flat", "class-folders", "manifest"]
 ProgressCallback = Callable[[int, int], None]
 
-_BUNDLED_PREFIX = "bundled:"
+#: a data path ``bundled:<name>`` names a sample shipped inside the package, not a folder
+BUNDLED_PREFIX = "bundled:"
 _MAX_LISTED_BAD = 5
 # files per joblib task: large enough that task overhead is negligible, small enough that the
 # progress callback moves
@@ -121,6 +122,19 @@ def bundled_sample_path(name: str = "matek-bm-sample") -> Path:
         ``cytocompare/sample_data/<name>`` (it may not exist in a development checkout).
     """
     return Path(str(resources.files("cytocompare") / "sample_data" / name))
+
+
+def is_bundled(path: str | Path | None) -> bool:
+    """Whether a data path names a bundled sample (``bundled:<name>``) rather than a folder."""
+    return isinstance(path, str) and path.startswith(BUNDLED_PREFIX)
+
+
+def resolve_data_path(path: str, base: str | Path) -> str:
+    """A data path made absolute against ``base`` (the protocol's folder, or the working
+    directory for a command-line override); a bundled sample's name is left as it is."""
+    if is_bundled(path) or Path(path).is_absolute():
+        return path
+    return str((Path(base) / path).resolve())
 
 
 def load_dataset(
@@ -217,53 +231,6 @@ def load_dataset(
     return LoadedDataset(images, skipped, layout_used, root, counts, warnings)
 
 
-def write_dataset_csv(loaded: LoadedDataset, path: str | Path) -> Path:
-    """Write ``index,path,label,sha256`` for every image of ``loaded``.
-
-    Parameters
-    ----------
-    loaded : LoadedDataset
-    path : str or Path
-        Output CSV file (parent folders are created).
-
-    Returns
-    -------
-    Path
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = loaded.images
-    sha = images.sha256
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["index", "path", "label", "sha256"])
-        for i in range(len(images)):
-            writer.writerow([i, images.paths[i], images.labels[i], sha[i]])
-    return path
-
-
-def write_skipped_csv(skipped: Sequence[SkippedFile], path: str | Path) -> Path:
-    """Write ``path,cause`` per skipped file (only the header when nothing was skipped).
-
-    Parameters
-    ----------
-    skipped : sequence of SkippedFile
-    path : str or Path
-
-    Returns
-    -------
-    Path
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "cause"])
-        for s in skipped:
-            writer.writerow([s.path, s.cause])
-    return path
-
-
 # --------------------------------------------------------------------------------------------
 # listing
 # --------------------------------------------------------------------------------------------
@@ -273,8 +240,8 @@ def _resolve_source(path: str | Path, layout: str) -> tuple[Path, Path | None, s
     """(root folder, manifest file or None, layout name) for the requested source."""
     if layout not in ("auto", "paper", "flat", "class-folders", "manifest"):
         raise ValueError(f"unknown layout {layout!r}; choose auto, paper, flat, class-folders or manifest")
-    if isinstance(path, str) and path.startswith(_BUNDLED_PREFIX):
-        name = path[len(_BUNDLED_PREFIX):] or "matek-bm-sample"
+    if is_bundled(path):
+        name = str(path)[len(BUNDLED_PREFIX):] or "matek-bm-sample"
         path = bundled_sample_path(name)
         if not path.is_dir():
             raise DataError(f"bundled sample {name!r} not found at {path}")
@@ -479,11 +446,9 @@ def _check_file(
 ) -> tuple[str | None, str | None]:
     """(sha256, None) for a good file, (sha256 or None, cause) for a bad one.
 
-    Reads the bytes once and both hashes and decodes them, so each file is read from disk once.
-    The causes mirror :func:`cytocompare.images.read_image`.
+    Reads the bytes once and both hashes and decodes them (:func:`cytocompare.images.decode_image`,
+    the check every later read makes too), so each file is read from disk once.
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -496,17 +461,9 @@ def _check_file(
     if expected_sha is not None and sha != expected_sha:
         return sha, f"sha256 {sha[:12]}... does not match the manifest's {expected_sha[:12]}..."
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # a full decode: a truncated file fails here
-            if im.mode != "RGB":
-                return sha, f"image mode is {im.mode!r}, expected 'RGB' (a colour image)"
-            if image_size is not None and im.size != (image_size[1], image_size[0]):
-                w, h = im.size
-                return sha, f"size {w}x{h}, expected {image_size[1]}x{image_size[0]}"
-    except UnidentifiedImageError:
-        return sha, "not a readable image file"
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on broken files
-        return sha, f"cannot decode ({exc}); the file is probably truncated or corrupt"
+        decode_image(data, name=path, expected_size=image_size)
+    except BadImageError as exc:
+        return sha, exc.cause
     return sha, None
 
 

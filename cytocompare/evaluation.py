@@ -1,11 +1,265 @@
-"""Evaluation of a run directory: which evaluators and reporters run, and how (one path for
-``cytocompare run`` and ``cytocompare report``). The maths lives in :mod:`cytocompare.metrics` and
-:mod:`cytocompare.stats`, which know no registry and no files.
+"""Evaluation of a run directory: which evaluators and reporters run, and how.
+
+One path serves ``cytocompare run`` (after the last fold) and ``cytocompare report`` (on a
+finished or partial run): :func:`evaluate_and_report`. It reads the predictions through
+:class:`~cytocompare.rundir.RunDir`, applies the evaluators (:func:`evaluate_run`), then runs the
+reporters. The maths lives in :mod:`cytocompare.metrics` and :mod:`cytocompare.stats`, which
+know no registry and no files.
+
+Two rules are declared by the components themselves, never by their registered names:
+
+* an evaluator with a class attribute ``split_kinds`` (a set of split kinds) runs only on splits
+  of those kinds (the ``external`` evaluator: ``split_kinds = frozenset({"external"})``); without
+  it, an evaluator runs on every split;
+* a reporter with the class attribute ``runs_last = True`` runs after the others, whatever the
+  order the protocol lists them in (the ``html`` reporter links what the others wrote).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cytocompare.protocols import EvaluationContext
+from cytocompare.rundir import RunDir
+from cytocompare.stats import MethodPredictions, compare_methods
+from cytocompare.tolerance import ToleranceMap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cytocompare.protocols import Evaluator, Reporter
+    from cytocompare.registry import Registry
 
 #: evaluators a protocol runs unless it names its own
 DEFAULT_EVALUATORS: tuple[str, ...] = ("precision-recall", "summary", "external")
 #: reporters a protocol runs unless it names its own (html last: it links what the others wrote)
 DEFAULT_REPORTERS: tuple[str, ...] = ("table1", "recall-chart", "confusion-chart", "paired-stats", "html")
+
+
+# ---------------------------------------------------------------------------- declared rules
+def evaluates_split(evaluator: Any, kind: str) -> bool:
+    """Whether ``evaluator`` runs on a split of kind ``kind`` (its class's ``split_kinds``; all if unset)."""
+    kinds = getattr(type(evaluator), "split_kinds", None)
+    return kinds is None or kind in kinds
+
+
+def runs_last(reporter: Any) -> bool:
+    """Whether ``reporter`` runs after the others (its class's ``runs_last``)."""
+    return bool(getattr(type(reporter), "runs_last", False))
+
+
+# ---------------------------------------------------------------------------- reading a run
+def context_from_run(run: RunDir) -> EvaluationContext:
+    """The :class:`EvaluationContext` described by run.json."""
+    return EvaluationContext(
+        labels=tuple(run.labels()),
+        tolerated_pairs=frozenset(frozenset(p) for p in run.tolerated_pairs()),
+        no_call_classes=frozenset(run.no_call_classes()),
+    )
+
+
+def pooled_predictions(run: RunDir, method: str, split: str) -> MethodPredictions:
+    """Predictions of one method on one split, every completed fold in fold order.
+
+    In k-fold every image is tested exactly once, so this is one prediction per image; the fold
+    of each row is kept for fold-wise statistics.
+    """
+    parts = [(k, run.read_predictions(m, s, k)) for m, s, k in run.completed() if m == method and s == split]
+    if not parts:
+        empty = np.array([], dtype=str)
+        return MethodPredictions(np.array([], dtype=np.int64), np.array([], dtype=np.int64), empty, empty)
+    return MethodPredictions(
+        images=np.concatenate([p.images for _, p in parts]).astype(np.int64),
+        folds=np.concatenate([np.full(len(p), k, dtype=np.int64) for k, p in parts]),
+        truth=np.array([t for _, p in parts for t in p.truth.tolist()], dtype=str),
+        prediction=np.array([y for _, p in parts for y in p.prediction.tolist()], dtype=str),
+    )
+
+
+def _registry(registry: Registry | None) -> Registry:
+    if registry is not None:
+        return registry
+    from cytocompare.plugins import get_registry
+
+    return get_registry()
+
+
+#: run.json key and default of each kind of name list
+_RECORDED = {"evaluator": ("evaluators", DEFAULT_EVALUATORS), "reporter": ("reporters", DEFAULT_REPORTERS)}
+
+
+def recorded_names(run: RunDir, kind: str, names: Sequence[str] | None) -> list[str]:
+    """``names`` if given, else the ``kind``'s names recorded in run.json, else its defaults.
+
+    ``kind`` is ``"evaluator"`` (run.json ``evaluators``, :data:`DEFAULT_EVALUATORS`) or
+    ``"reporter"`` (``reporters``, :data:`DEFAULT_REPORTERS`).
+    """
+    if names is not None:
+        return list(names)
+    key, defaults = _RECORDED[kind]
+    return list(run.info.get(key) or defaults)
+
+
+def default_evaluators(run: RunDir, registry: Registry | None = None) -> dict[str, Evaluator]:
+    """Build the evaluators named in run.json (``evaluators``; else the defaults) from the registry."""
+    reg = _registry(registry)
+    return {name: reg.create("evaluator", name) for name in recorded_names(run, "evaluator", None)}
+
+
+# ---------------------------------------------------------------------------- metrics files
+def _summarise(values: list[float]) -> tuple[float, float, int]:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    n = len(arr)
+    mean = float(arr.mean()) if n else float("nan")
+    sd = float(arr.std(ddof=1)) if n > 1 else float("nan")
+    return mean, sd, n
+
+
+def evaluate_run(run: RunDir, evaluators: Mapping[str, Evaluator] | None = None,
+                 registry: Registry | None = None) -> list[Path]:
+    """Evaluate every completed fold of a run and write ``metrics/long.csv``, ``summary.csv``, ``metrics.json``.
+
+    Parameters
+    ----------
+    run
+        The run directory.
+    evaluators
+        Name -> evaluator; by default those listed in run.json (built from the registry).
+        An evaluator whose class declares ``split_kinds`` runs only on splits of those kinds.
+    registry
+        Where evaluators named in run.json come from (default: the installed plugins).
+
+    Returns
+    -------
+    list of Path
+        The three files written.
+
+    Notes
+    -----
+    ``summary.csv`` holds mean and sample standard deviation (``ddof=1``) over folds; the sd
+    cell is empty with a single fold. Non-finite values (e.g. a class never called) are left
+    out of mean and sd and ``n_folds`` counts the folds that had a value.
+    """
+    if evaluators is None:
+        evaluators = default_evaluators(run, registry)
+    context = context_from_run(run)
+    splits = run.splits()
+    method_order = {m: i for i, m in enumerate(run.methods())}
+    split_order = {s: i for i, s in enumerate(splits)}
+    done = sorted(run.completed(), key=lambda x: (method_order.get(x[0], 1 << 30), split_order.get(x[1], 1 << 30), x))
+    long_rows: list[tuple[str, str, int, str, str, float]] = []
+    for method, split, fold in done:
+        kind = splits.get(split, {}).get("kind", "holdout")
+        preds = run.read_predictions(method, split, fold)
+        for ev in evaluators.values():
+            if not evaluates_split(ev, kind):
+                continue
+            for r in ev.evaluate(preds.truth, preds.prediction, context):
+                long_rows.append((method, split, fold, r.metric, r.cls, float(r.value)))
+    written = [run.write_csv("metrics/long.csv", ["method", "split", "fold", "metric", "class", "value"], long_rows)]
+
+    grouped: dict[tuple[str, str, str, str], list[float]] = {}
+    for method, split, _fold, metric, cls, value in long_rows:
+        grouped.setdefault((method, split, metric, cls), []).append(value)
+    summary_rows = []
+    nested: dict = {}
+    for (method, split, metric, cls), values in grouped.items():
+        mean, sd, n = _summarise(values)
+        summary_rows.append((method, split, metric, cls, mean, sd, n))
+        node = nested.setdefault(method, {}).setdefault(split, {"folds": {}, "summary": {}})
+        node["summary"].setdefault(metric, {})[cls] = {"mean": mean, "sd": sd, "n_folds": n}
+    for method, split, fold, metric, cls, value in long_rows:
+        nested[method][split]["folds"].setdefault(str(fold), {}).setdefault(metric, {})[cls] = value
+    written.append(run.write_csv("metrics/summary.csv", ["method", "split", "metric", "class", "mean", "sd", "n_folds"],
+                                 summary_rows))
+    written.append(run.write_json("metrics/metrics.json", {"labels": list(context.labels), "methods": nested}))
+    return written
+
+
+def paired_comparisons(
+    run: RunDir, split: str, *, n_boot: int = 2000, seed: int = 0, tolerant: bool = False
+) -> list[dict]:
+    """Compare every pair of methods with predictions on the same images of ``split``.
+
+    Predictions are pooled over folds (:func:`pooled_predictions`) and handed to
+    :func:`cytocompare.stats.compare_methods` (methods in run order, the run's tolerated pairs
+    when ``tolerant``). Returns one dict per pair with the keys of
+    :data:`cytocompare.stats.PAIRED_COLUMNS`.
+    """
+    tol = ToleranceMap(run.tolerated_pairs()) if tolerant else None
+    pooled = {m: pooled_predictions(run, m, split) for m in run.methods()}
+    try:
+        return compare_methods(pooled, n_boot=n_boot, seed=seed, tolerance=tol)
+    except ValueError as exc:
+        raise ValueError(f"split {split!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- the one path
+def evaluate_and_report(
+    run: RunDir | str | Path,
+    evaluators: Sequence[str] | None = None,
+    reporters: Sequence[str | Reporter] | None = None,
+    registry: Registry | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> list[Path]:
+    """Recompute the metrics of a run and run its reporters (``cytocompare run`` and ``report``).
+
+    Parameters
+    ----------
+    run
+        The run directory.
+    evaluators
+        Evaluator names; ``None`` = those run.json records, else :data:`DEFAULT_EVALUATORS`.
+    reporters
+        Reporter names or reporter objects; ``None`` = those run.json records, else
+        :data:`DEFAULT_REPORTERS`. Reporters whose class declares ``runs_last`` run after the
+        others (stable order otherwise).
+    registry
+        Where names are looked up (default: the installed plugins).
+    log
+        Called with one line per reporter: ``[report] <name>: <files written>``.
+
+    Returns
+    -------
+    list of Path
+        Every file the reporters wrote (the metrics files are not listed).
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    evaluate_run(run, {name: _registry(registry).create("evaluator", name)
+                       for name in recorded_names(run, "evaluator", evaluators)})
+    items = [(item, _registry(registry).create("reporter", item)) if isinstance(item, str)
+             else (type(item).__name__, item)
+             for item in recorded_names(run, "reporter", reporters)]  # type: ignore[arg-type]
+    items.sort(key=lambda named: runs_last(named[1]))  # stable: the given order otherwise
+    written: list[Path] = []
+    for name, reporter in items:
+        files = list(reporter.report(run.path))
+        written += files
+        if log is not None:
+            log(f"[report] {name}: {', '.join(_relative(p, run.path) for p in files) or 'nothing'}")
+    return written
+
+
+def _relative(path: Path | str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+__all__ = [
+    "DEFAULT_EVALUATORS",
+    "DEFAULT_REPORTERS",
+    "context_from_run",
+    "default_evaluators",
+    "evaluate_and_report",
+    "evaluate_run",
+    "evaluates_split",
+    "paired_comparisons",
+    "pooled_predictions",
+    "recorded_names",
+    "runs_last",
+]

@@ -3,12 +3,14 @@
 Each hook receives a ``register`` callback (the llm/datasette style). A plugin calls it once per
 component it provides::
 
-    register(name, factory, *, description="", fast_params=None, tags=None)
+    register(name, factory, *, description="", fast_params=None)
 
 ``factory`` is either the component class itself or a lazy ``"module:attribute"`` string, which
 is imported only when the component is used, so that ``cytocompare list`` never imports heavy
 backends such as torch. ``fast_params`` are constructor parameters that make the component fast
-enough for the conformance kit and for CI (tiny models, few epochs).
+enough for the conformance kit and for CI (tiny models, few epochs). What a component is
+(deterministic, which backends, GPU) its class declares: ``tags: ClassVar[Tags]``
+(:class:`cytocompare.protocols.Tags`).
 """
 
 from __future__ import annotations

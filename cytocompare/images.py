@@ -7,7 +7,8 @@ that take images receive an :class:`ImageSet` and decode what they need, in batc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -24,27 +25,44 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_image(path: str | Path, *, resize: tuple[int, int] | None = None,
-               crop: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one image file to an (H, W, 3) uint8 RGB array.
+class BadImageError(DataError):
+    """An image file that cannot be used; ``cause`` says why without the path."""
 
-    Raises :class:`DataError` naming the file and the cause (unreadable, truncated, not RGB).
+    def __init__(self, path: str | Path, cause: str) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.path = str(path)
+        self.cause = cause
+
+
+def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
+                 expected_size: tuple[int, int] | None = None, resize: tuple[int, int] | None = None,
+                 crop: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file (a path, or its bytes) to an (H, W, 3) uint8 RGB array.
+
+    The one check of an image file: the data checks (:mod:`cytocompare.datasets`) and every
+    later read (:func:`read_image`) give the same causes. Raises :class:`BadImageError`
+    naming the file (``name``, default the path) and the cause: unreadable, truncated, not RGB,
+    not of ``expected_size`` (height, width), or smaller than ``crop``.
+
     ``crop`` (height, width) takes the centre of the image first; ``resize`` (height, width)
     then scales it. For another lab's images at the same magnification, crop to the training
     size rather than resize, which would change the apparent size of every cell.
     """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
+    if name is None:
+        name = "<bytes>" if isinstance(source, bytes) else source
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as im:
             im.load()  # forces a full decode, so a truncated file fails here and not later
             if im.mode != "RGB":
-                raise DataError(f"{path}: image mode is {im.mode!r}, expected 'RGB' (a colour image)")
+                raise BadImageError(name, f"image mode is {im.mode!r}, expected 'RGB' (a colour image)")
+            w, h = im.size
+            if expected_size is not None and (h, w) != tuple(expected_size):
+                raise BadImageError(name, f"size {w}x{h}, expected {expected_size[1]}x{expected_size[0]}")
             if crop is not None and im.size != (crop[1], crop[0]):
-                w, h = im.size
                 if w < crop[1] or h < crop[0]:
-                    raise DataError(f"{path}: size {w}x{h} is smaller than the centre crop {crop[1]}x{crop[0]}")
+                    raise BadImageError(name, f"size {w}x{h} is smaller than the centre crop {crop[1]}x{crop[0]}")
                 left, top = (w - crop[1]) // 2, (h - crop[0]) // 2
                 im = im.crop((left, top, left + crop[1], top + crop[0]))
             if resize is not None and im.size != (resize[1], resize[0]):
@@ -53,11 +71,22 @@ def read_image(path: str | Path, *, resize: tuple[int, int] | None = None,
     except DataError:
         raise
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise BadImageError(name, "file not found") from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot decode ({exc}); the file is probably truncated or corrupt") from None
+        raise BadImageError(name, "not a readable image file") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on broken files
+        raise BadImageError(name, f"cannot decode ({exc}); the file is probably truncated or corrupt") from None
+
+
+def read_image(path: str | Path, *, resize: tuple[int, int] | None = None,
+               crop: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one image file to an (H, W, 3) uint8 RGB array (:func:`decode_image`).
+
+    Raises :class:`DataError` naming the file and the cause (unreadable, truncated, not RGB).
+    ``crop`` (height, width) takes the centre of the image first; ``resize`` (height, width)
+    then scales it.
+    """
+    return decode_image(path, resize=resize, crop=crop)
 
 
 class ImageSet(Sequence[np.ndarray]):
@@ -153,19 +182,11 @@ class ImageSet(Sequence[np.ndarray]):
         """The encoded file (for GPU JPEG decoding); in-memory sets encode to PNG."""
         if self._arrays is None:
             return Path(self.paths[index]).read_bytes()
-        import io
-
         from PIL import Image
 
         buf = io.BytesIO()
         Image.fromarray(self._arrays[index]).save(buf, format="PNG")
         return buf.getvalue()
-
-    def iter_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-        """Yield (indices, decoded images) in order, ``batch_size`` at a time."""
-        for start in range(0, len(self), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(self)))
-            yield idx, [self[int(i)] for i in idx]
 
     def __repr__(self) -> str:
         classes = sorted(set(self.labels.tolist()))

@@ -1,5 +1,8 @@
 """Strict and tolerant classification metrics (pure numpy) and the built-in evaluators.
 
+Pure maths: no registry, no files. Applying evaluators to a run directory is
+:mod:`cytocompare.evaluation`'s job.
+
 Definitions (docs/metrics.md):
 
 * strict recall of class c: images of c predicted as c / images of c;
@@ -15,18 +18,14 @@ The strict numbers equal scikit-learn's (tests/test_metrics.py checks it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from cytocompare.base import BaseComponent
 from cytocompare.protocols import EvaluationContext, MetricRow
 from cytocompare.tolerance import ToleranceMap
-
-if TYPE_CHECKING:  # pragma: no cover
-    from cytocompare.protocols import Evaluator
-    from cytocompare.rundir import RunDir
 
 ArrayLike = Sequence[str] | np.ndarray
 
@@ -249,6 +248,9 @@ class ExternalEvaluator(BaseComponent):
     the test set, then any extra test-set classes (which can never be called correctly).
     """
 
+    #: only an external test set has predictions that mean "no call" (cytocompare.evaluation reads this)
+    split_kinds: ClassVar[frozenset[str]] = frozenset({"external"})
+
     def __init__(self) -> None:
         pass
 
@@ -277,88 +279,3 @@ class ExternalEvaluator(BaseComponent):
             rows.append(MetricRow("recall_called", c, float(strict_ok[c_called].mean()) if k else nan))
             rows.append(MetricRow("recall_called_tolerant", c, float(tol_ok[c_called].mean()) if k else nan))
         return rows
-
-
-# ---------------------------------------------------------------------------- run directory
-DEFAULT_EVALUATORS = ("precision-recall", "summary", "external")
-#: evaluators that only make sense on external test sets
-EXTERNAL_ONLY = frozenset({"external"})
-
-
-def context_from_run(run: RunDir) -> EvaluationContext:
-    """The :class:`EvaluationContext` described by run.json."""
-    info = run.info
-    return EvaluationContext(
-        labels=tuple(run.labels()),
-        tolerated_pairs=frozenset(frozenset(p) for p in info.get("tolerated_pairs", [])),
-        no_call_classes=frozenset(info.get("no_call_classes", [])),
-    )
-
-
-def default_evaluators(run: RunDir) -> dict[str, Evaluator]:
-    """Build the evaluators named in run.json (``evaluators``) from the plugin registry."""
-    from cytocompare.plugins import get_registry
-
-    names = run.info.get("evaluators") or list(DEFAULT_EVALUATORS)
-    reg = get_registry()
-    return {name: reg.create("evaluator", name) for name in names}
-
-
-def _summarise(values: list[float]) -> tuple[float, float, int]:
-    arr = np.asarray(values, dtype=float)
-    arr = arr[np.isfinite(arr)]
-    n = len(arr)
-    mean = float(arr.mean()) if n else float("nan")
-    sd = float(arr.std(ddof=1)) if n > 1 else float("nan")
-    return mean, sd, n
-
-
-def evaluate_run(run: RunDir, evaluators: Mapping[str, Evaluator] | None = None) -> None:
-    """Evaluate every completed fold of a run and write ``metrics/long.csv``, ``summary.csv``, ``metrics.json``.
-
-    Parameters
-    ----------
-    run
-        The run directory.
-    evaluators
-        Name -> evaluator; by default those listed in run.json (built from the registry).
-        Evaluators named in :data:`EXTERNAL_ONLY` run only on splits of kind ``external``.
-
-    Notes
-    -----
-    ``summary.csv`` holds mean and sample standard deviation (``ddof=1``) over folds; the sd
-    cell is empty with a single fold. Non-finite values (e.g. a class never called) are left
-    out of mean and sd and ``n_folds`` counts the folds that had a value.
-    """
-    if evaluators is None:
-        evaluators = default_evaluators(run)
-    context = context_from_run(run)
-    splits = run.splits()
-    method_order = {m: i for i, m in enumerate(run.methods())}
-    split_order = {s: i for i, s in enumerate(splits)}
-    done = sorted(run.completed(), key=lambda x: (method_order.get(x[0], 1 << 30), split_order.get(x[1], 1 << 30), x))
-    long_rows: list[tuple[str, str, int, str, str, float]] = []
-    for method, split, fold in done:
-        kind = splits.get(split, {}).get("kind", "holdout")
-        preds = run.read_predictions(method, split, fold)
-        for name, ev in evaluators.items():
-            if name in EXTERNAL_ONLY and kind != "external":
-                continue
-            for r in ev.evaluate(preds.truth, preds.prediction, context):
-                long_rows.append((method, split, fold, r.metric, r.cls, float(r.value)))
-    run.write_csv("metrics/long.csv", ["method", "split", "fold", "metric", "class", "value"], long_rows)
-
-    grouped: dict[tuple[str, str, str, str], list[float]] = {}
-    for method, split, _fold, metric, cls, value in long_rows:
-        grouped.setdefault((method, split, metric, cls), []).append(value)
-    summary_rows = []
-    nested: dict = {}
-    for (method, split, metric, cls), values in grouped.items():
-        mean, sd, n = _summarise(values)
-        summary_rows.append((method, split, metric, cls, mean, sd, n))
-        node = nested.setdefault(method, {}).setdefault(split, {"folds": {}, "summary": {}})
-        node["summary"].setdefault(metric, {})[cls] = {"mean": mean, "sd": sd, "n_folds": n}
-    for method, split, fold, metric, cls, value in long_rows:
-        nested[method][split]["folds"].setdefault(str(fold), {}).setdefault(metric, {})[cls] = value
-    run.write_csv("metrics/summary.csv", ["method", "split", "metric", "class", "mean", "sd", "n_folds"], summary_rows)
-    run.write_json("metrics/metrics.json", {"labels": list(context.labels), "methods": nested})

@@ -17,6 +17,23 @@ from cytocompare.images import ImageSet
 from cytocompare.protocols import Tags
 
 
+def input_chain_problem(*, has_features: bool, has_selector: bool, classifier_input: str,
+                        classifier_name: str) -> tuple[str, str] | None:
+    """The one rule of a features → selector → classifier chain: ``None`` when it holds, else
+    (the part at fault: ``features``, ``selector`` or ``classifier``; what is wrong).
+
+    The protocol check (:mod:`cytocompare.config`) reports it with the method's location before a
+    run starts; :class:`Pipeline` raises it for chains built in Python.
+    """
+    if not has_features and has_selector:
+        return "selector", "a selector needs a 'features' extractor before it"
+    if not has_features and classifier_input != "images":
+        return "classifier", f"{classifier_name!r} takes features: add a 'features' extractor"
+    if has_features and classifier_input != "features":
+        return "features", f"{classifier_name!r} takes images, so it cannot follow a feature extractor"
+    return None
+
+
 class Pipeline(BaseComponent):
     """An image classifier made of a feature extractor, an optional selector and a classifier.
 
@@ -48,13 +65,13 @@ class Pipeline(BaseComponent):
     def _validate(self) -> None:
         if self.classifier is None:
             raise ValueError("a Pipeline needs a classifier")
-        wants = getattr(self.classifier, "input", "features")
-        if self.features is None and self.selector is not None:
-            raise ValueError("a selector needs a feature extractor before it")
-        if self.features is None and wants != "images":
-            raise ValueError(f"classifier {type(self.classifier).__name__} takes features; add a feature extractor")
-        if self.features is not None and wants != "features":
-            raise ValueError(f"classifier {type(self.classifier).__name__} takes images, not features")
+        problem = input_chain_problem(
+            has_features=self.features is not None, has_selector=self.selector is not None,
+            classifier_input=getattr(self.classifier, "input", "features"),
+            classifier_name=type(self.classifier).__name__,
+        )
+        if problem is not None:
+            raise ValueError(problem[1])
 
     # -- feature-level API used by the runner (features computed once, outside) ---------------
     def fit_features(self, F: np.ndarray, y: np.ndarray) -> Pipeline:

@@ -8,7 +8,8 @@ variables control it:
 ``CYTOCOMPARE_DISABLE_PLUGINS=a,b``
     block these plugins (tox's ``set_blocked``).
 ``CYTOCOMPARE_TRACE_PLUGINS=1``
-    print every hook call (datasette's hook-call monitoring).
+    print every hook call to stderr (datasette's hook-call monitoring), the registration hooks
+    that :func:`build_registry` calls one plugin at a time included.
 """
 
 from __future__ import annotations
@@ -64,12 +65,20 @@ def make_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc} -- valid hooks: {', '.join(_hook_names())}") from exc
-    if os.environ.get("CYTOCOMPARE_TRACE_PLUGINS"):
+    if _tracing():
         pm.add_hookcall_monitoring(
-            lambda name, impls, kw: print(f"[plugins] calling {name} on {len(impls)} plugins", file=sys.stderr),
+            lambda name, impls, kw: _trace(f"calling {name} on {len(impls)} plugins"),
             lambda outcome, name, impls, kw: None,
         )
     return pm
+
+
+def _tracing() -> bool:
+    return bool(os.environ.get("CYTOCOMPARE_TRACE_PLUGINS"))
+
+
+def _trace(message: str) -> None:
+    print(f"[plugins] {message}", file=sys.stderr)
 
 
 def _object_name(plugin: object) -> str:
@@ -136,6 +145,9 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
             dist, version = dists.get(impl.plugin_name, ("?", ""))
             register = _make_register(registry, kind, impl.plugin_name, dist, version)
             kwargs = {"register": register}
+            # called directly (not through pm.hook), so hook-call monitoring would not see it
+            if _tracing():
+                _trace(f"calling {hook_name} on plugin {impl.plugin_name!r}")
             impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
     return registry
 
@@ -147,7 +159,6 @@ def _make_register(registry: Registry, kind: Any, plugin: str, dist: str, versio
         *,
         description: str = "",
         fast_params: dict[str, Any] | None = None,
-        tags: dict[str, Any] | None = None,
     ) -> None:
         registry.add(
             ComponentSpec(
@@ -159,7 +170,6 @@ def _make_register(registry: Registry, kind: Any, plugin: str, dist: str, versio
                 version=version,
                 description=description,
                 fast_params=dict(fast_params or {}),
-                tags=dict(tags or {}),
             )
         )
 
@@ -174,7 +184,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, loaded on first use."""
     global _PM
     if _PM is None:
-        _PM = make_plugin_manager(entry_points=not getattr(sys, "_cytocompare_no_entry_points", False))
+        _PM = make_plugin_manager()
     return _PM
 
 

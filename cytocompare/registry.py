@@ -11,12 +11,15 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from cytocompare.errors import DuplicateComponentError, ProtocolError, UnknownComponentError
 
 Kind = Literal["feature_extractor", "feature_selector", "classifier", "evaluator", "reporter"]
-KINDS: tuple[Kind, ...] = ("feature_extractor", "feature_selector", "classifier", "evaluator", "reporter")
+#: every kind of component, in the order listings show them
+KINDS: tuple[Kind, ...] = get_args(Kind)
+#: the kinds a method is built from (features → selector → classifier); the conformance kit checks these
+METHOD_KINDS: tuple[Kind, ...] = ("feature_extractor", "feature_selector", "classifier")
 
 #: hook name for each kind of component
 HOOK_FOR_KIND: dict[Kind, str] = {
@@ -38,13 +41,16 @@ class RegisterCallback(Protocol):
         *,
         description: str = "",
         fast_params: dict[str, Any] | None = None,
-        tags: dict[str, Any] | None = None,
     ) -> None: ...
 
 
 @dataclass
 class ComponentSpec:
-    """One registered component: where it comes from and how to build it."""
+    """One registered component: where it comes from and how to build it.
+
+    What a component *is* (deterministic, which backends, GPU) is declared on its class
+    (``tags: ClassVar[Tags]``, read with :func:`cytocompare.base.get_tags`), not here.
+    """
 
     name: str
     kind: Kind
@@ -54,7 +60,6 @@ class ComponentSpec:
     version: str
     description: str = ""
     fast_params: dict[str, Any] = field(default_factory=dict)
-    tags: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:

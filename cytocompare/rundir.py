@@ -3,10 +3,17 @@
 The layout (docs/architecture.md) is the contract between the runner, the evaluators and the
 reporters::
 
-    RUN/run.json
+    RUN/run.json                                    what was run and how far it got (RunInfo)
+    RUN/protocol.yaml                               the resolved protocol
+    RUN/plugins.json                                installed plugins and their components
+    RUN/dataset.csv, RUN/skipped.csv                the images used, the files left out and why
+    RUN/test_dataset.csv, RUN/test_skipped.csv      the same for the external test set
+    RUN/splits.csv, RUN/splits.json                 the split plan (cytocompare.splits)
     RUN/predictions/<method>/<split>/fold-<k>.csv   image, path, truth, prediction, score_<CLASS>...
     RUN/predictions/<method>/<split>/fold-<k>.json  written last: marks the fold as complete
-    RUN/metrics/...
+    RUN/checkpoints/<method>/<split>/fold<k>/       training state of checkpointing classifiers
+    RUN/artifacts/<method>/<split>/                 files a classifier writes (WritesArtifacts)
+    RUN/metrics/...                                 evaluators' output (cytocompare.evaluation)
 
 Every write is atomic (temporary file, then :func:`os.replace`) so an interrupted run never
 leaves a half-written file that a resumed run would mistake for a finished one.
@@ -15,6 +22,7 @@ leaves a half-written file that a resumed run would mistake for a finished one.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import json
 import math
@@ -22,13 +30,24 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from cytocompare.errors import CytocompareError, SplitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cytocompare.datasets import LoadedDataset
+    from cytocompare.splits import SplitPlan
+
 _FOLD_RE = re.compile(r"^fold-(\d+)\.json$")
+#: line ending of the data-set and split CSVs: the csv module's default, which they were first
+#: written with (the metrics and prediction CSVs use "\n")
+_CSV_DEFAULT_EOL = "\r\n"
+#: run.json ``tolerance_source`` values written before it became "scheme" | "protocol" | "none"
+_LEGACY_SCHEME_SOURCE = "inferred from Matek et al. 2021 Table 1"
 
 
 @dataclass
@@ -47,6 +66,51 @@ class Predictions:
         return len(self.images)
 
 
+ToleranceSource = Literal["scheme", "protocol", "none"]
+
+
+@dataclass
+class RunInfo:
+    """run.json: what a run is, and how far it got. The one statement of its keys.
+
+    The runner fills one in (:meth:`RunDir.write_run_info`) when the data and the split plan are
+    known, and again when every fold is done; evaluators and reporters read it through the
+    accessors of :class:`RunDir` (``labels()``, ``splits()``, ``tolerated_pairs()``, ...).
+    """
+
+    #: "running" while folds are being computed, "finished" once every fold is done
+    status: Literal["running", "finished"]
+    #: the protocol's ``name``
+    protocol_name: str
+    #: :meth:`cytocompare.config.Protocol.digest`: the directory resumes only under the same one
+    protocol_hash: str
+    #: class codes of the run in display order (the scheme's order first)
+    labels: list[str]
+    #: class code -> display name, for the codes the class scheme knows
+    class_names: dict[str, str]
+    #: training images per label
+    class_counts: dict[str, int]
+    #: the adjacent-class pairs whose mix-up the tolerant metrics forgive, each sorted
+    tolerated_pairs: list[list[str]]
+    #: where the pairs come from: the class scheme's default ("scheme"; Matek et al. 2021 never
+    #: lists them, they are inferred from its Table 1), the protocol's own list, or none at all
+    tolerance_source: ToleranceSource
+    #: classes a method may answer with instead of a real call (excluded from some metrics)
+    no_call_classes: list[str]
+    #: method -> {"splits": [split names], "components": {part: {"name", "params"} or None}}
+    methods: dict[str, dict[str, Any]]
+    #: split -> the protocol's split spec plus ``n_folds``
+    splits: dict[str, dict[str, Any]]
+    #: evaluator and reporter names the evaluation runs (cytocompare.evaluation)
+    evaluators: list[str]
+    reporters: list[str]
+    #: the data folders actually read (resolved paths, or "bundled:<name>")
+    data: str
+    test_data: str | None
+    #: {"cytocompare": version, "python": version}
+    versions: dict[str, str]
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -60,7 +124,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """What ``json.dumps`` writes for a value JSON has no type for (every JSON file of a run).
+
+    numpy scalars and arrays become numbers and lists, sets sorted lists, paths strings; anything
+    else (an estimator in a fit report) is recorded by its ``repr``, so that a record is never lost
+    to a type JSON lacks.
+    """
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -71,7 +141,22 @@ def _json_default(obj: Any) -> Any:
         return sorted(obj)
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+    return repr(obj)
+
+
+def utc_now() -> str:
+    """The time stamps of run.json and of the fold files: UTC, ISO 8601, whole seconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_text_raw(path: Path) -> str:
+    """A text file with its line endings as written (the csv module reads "\r\n" itself)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return fh.read()
+
+
+def _json_text(obj: Any, *, sort_keys: bool = True) -> str:
+    return json.dumps(_clean_nan(obj), indent=2, sort_keys=sort_keys, default=json_default)
 
 
 def _clean_nan(obj: Any) -> Any:
@@ -164,7 +249,7 @@ class RunDir:
         meta = dict(info or {})
         if classes is not None:
             meta.setdefault("classes", list(classes))
-        _atomic_write_text(marker, json.dumps(_clean_nan(meta), indent=2, sort_keys=True, default=_json_default))
+        _atomic_write_text(marker, _json_text(meta))
 
     def read_predictions(self, method: str, split: str, fold: int) -> Predictions:
         """Read one fold's predictions (``FileNotFoundError`` if incomplete)."""
@@ -213,16 +298,17 @@ class RunDir:
     def write_json(self, relpath: str, obj: Any) -> Path:
         """Write ``obj`` as JSON (indent 2, sorted keys, NaN as null), atomically."""
         path = self.path / relpath
-        _atomic_write_text(path, json.dumps(_clean_nan(obj), indent=2, sort_keys=True, default=_json_default) + "\n")
+        _atomic_write_text(path, _json_text(obj) + "\n")
         return path
 
     def read_json(self, relpath: str) -> Any:
         return json.loads((self.path / relpath).read_text(encoding="utf-8"))
 
-    def write_csv(self, relpath: str, header: list[str], rows: Iterable[Sequence[Any]]) -> Path:
+    def write_csv(self, relpath: str, header: list[str], rows: Iterable[Sequence[Any]], *,
+                  lineterminator: str = "\n") -> Path:
         """Write a CSV atomically; non-finite floats become empty cells."""
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        w = csv.writer(buf, lineterminator=lineterminator)
         w.writerow(header)
         for row in rows:
             w.writerow([_csv_cell(v) for v in row])
@@ -240,7 +326,106 @@ class RunDir:
         _atomic_write_text(path, text)
         return path
 
+    # ------------------------------------------------------------------ folders components write into
+    def checkpoint_dir(self, method: str, split: str, fold: int) -> Path:
+        """``checkpoints/<method>/<split>/fold<k>``: training state of a checkpointing classifier."""
+        return self.path / "checkpoints" / method / split / f"fold{int(fold)}"
+
+    def artifacts_dir(self, method: str, split: str) -> Path:
+        """``artifacts/<method>/<split>``: the files a classifier writes (saliency maps, UMAP)."""
+        return self.path / "artifacts" / method / split
+
+    # ------------------------------------------------------------------ starting a run
+    def start(self, protocol_hash: str) -> bool:
+        """Claim the directory for a run of the protocol with this digest; True when it resumes.
+
+        Raises :class:`CytocompareError` for a directory of another protocol's run, or one that
+        holds anything but a run, so that no finished work is ever overwritten.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / "run.json").exists():
+            previous = self.info.get("protocol_hash")
+            if previous != protocol_hash:
+                raise CytocompareError(
+                    f"{self.path} holds a run of a different protocol (hash {previous}, now "
+                    f"{protocol_hash}); choose another --output directory so that no finished work is lost"
+                )
+            return True
+        if any(self.path.iterdir()):
+            raise CytocompareError(f"{self.path} is not empty and is not a cytocompare run directory")
+        return False
+
+    def write_protocol(self, resolved: dict[str, Any]) -> Path:
+        """``protocol.yaml``: the resolved protocol (every default filled in), keys in model order."""
+        import yaml
+
+        return self.write_text("protocol.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+    def write_plugins(self, plugins: dict[str, Any]) -> Path:
+        """``plugins.json``: the installed plugins, their versions and components."""
+        return self.write_json("plugins.json", plugins)
+
+    def write_dataset(self, loaded: LoadedDataset, prefix: str = "") -> list[Path]:
+        """``<prefix>dataset.csv`` (``index,path,label,sha256`` per image used) and
+        ``<prefix>skipped.csv`` (``path,cause`` per file left out; only the header when none was).
+
+        ``prefix`` is ``""`` for the training set and ``"test_"`` for an external test set.
+        """
+        images = loaded.images
+        sha = images.sha256
+        rows = ([i, images.paths[i], images.labels[i], sha[i]] for i in range(len(images)))
+        return [
+            self.write_csv(f"{prefix}dataset.csv", ["index", "path", "label", "sha256"], rows,
+                           lineterminator=_CSV_DEFAULT_EOL),
+            self.write_csv(f"{prefix}skipped.csv", ["path", "cause"], ([f.path, f.cause] for f in loaded.skipped),
+                           lineterminator=_CSV_DEFAULT_EOL),
+        ]
+
+    # ------------------------------------------------------------------ the split plan
+    def has_split_plan(self) -> bool:
+        return (self.path / "splits.json").is_file()
+
+    def write_split_plan(self, plan: SplitPlan, paths: Sequence[str] | np.ndarray,
+                         labels: Sequence[str] | np.ndarray) -> list[Path]:
+        """``splits.csv`` (one train/test/- column per fold) and then ``splits.json`` (the specs,
+        per-fold counts and the plan hash), each atomically."""
+        header, rows = plan.csv_table(paths, labels)
+        return [
+            self.write_csv("splits.csv", header, rows, lineterminator=_CSV_DEFAULT_EOL),
+            self.write_text("splits.json", plan.to_json_text()),
+        ]
+
+    def read_split_plan(self, **current: Any) -> SplitPlan:
+        """The stored split plan; ``current`` (``labels``, ``sha256``, ``external_labels``) as in
+        :meth:`cytocompare.splits.SplitPlan.from_text` (a changed data set raises SplitError)."""
+        from cytocompare.splits import SplitPlan
+
+        json_path, csv_path = self.path / "splits.json", self.path / "splits.csv"
+        for p in (json_path, csv_path):
+            if not p.is_file():
+                raise SplitError(f"{p}: split plan file not found")
+        return SplitPlan.from_text(
+            json_path.read_text(encoding="utf-8"), _read_text_raw(csv_path),
+            json_name=str(json_path), csv_name=str(csv_path), **current,
+        )
+
     # ------------------------------------------------------------------ run.json
+    def write_run_info(self, info: RunInfo) -> Path:
+        """Write run.json from ``info``, atomically.
+
+        ``methods`` is merged with those recorded before, so that a later ``--only`` run does not
+        hide methods run before it; ``started`` is kept from the first write; ``finished`` is
+        stamped when ``info.status`` is "finished".
+        """
+        record = self.info
+        fields = asdict(info)
+        fields["methods"] = record.get("methods", {}) | fields["methods"]
+        record.update(fields)
+        record.setdefault("started", utc_now())
+        if info.status == "finished":
+            record["finished"] = utc_now()
+        return self.write_json("run.json", record)
+
     @property
     def info(self) -> dict:
         """The contents of run.json (empty dict if it does not exist yet)."""
@@ -296,3 +481,17 @@ class RunDir:
 
     def no_call_classes(self) -> list[str]:
         return list(self.info.get("no_call_classes", []))
+
+    def tolerance_source(self) -> ToleranceSource:
+        """Where the tolerated pairs come from: "scheme" (the class scheme's default, for Matek
+        et al. 2021 inferred from its Table 1), "protocol" (the protocol's own list) or "none".
+
+        Runs recorded before it wrote a sentence for "scheme" (read as "scheme") and "protocol"
+        for ``none`` too; a run.json without the key reads as "protocol", or "none" without pairs.
+        """
+        source = self.info.get("tolerance_source")
+        if source in ("scheme", "protocol", "none"):
+            return source  # type: ignore[return-value]
+        if source == _LEGACY_SCHEME_SOURCE:
+            return "scheme"
+        return "protocol" if self.tolerated_pairs() else "none"

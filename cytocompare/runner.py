@@ -3,11 +3,17 @@
 A run directory is filled fold by fold. Each fold's predictions are written the moment they
 exist (atomically), so an interrupted run loses at most the fold in progress, and running the
 same protocol into the same directory again resumes at the first unfinished fold.
+
+The runner knows components only through :mod:`cytocompare.protocols`: the component protocols,
+the optional capabilities (:class:`~cytocompare.protocols.Checkpointing`,
+:class:`~cytocompare.protocols.WritesArtifacts`, :class:`~cytocompare.protocols.ReportsFit`) and
+the injection rule of :func:`protocol_defaults`. Every file it writes goes through
+:class:`~cytocompare.rundir.RunDir`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import inspect
 import os
 import platform
 import shutil
@@ -19,23 +25,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from cytocompare import __version__
 from cytocompare.base import clone
 from cytocompare.classes import ClassScheme, load_scheme
-from cytocompare.config import MethodSpec, Protocol, check_against_registry
+from cytocompare.config import ComponentRef, MethodSpec, Protocol, check_against_registry
+from cytocompare.datasets import resolve_data_path
 from cytocompare.errors import CytocompareError, ProtocolError
 from cytocompare.images import ImageSet
 from cytocompare.pipeline import Pipeline
 from cytocompare.plugins import get_plugin_manager, get_registry, plugin_distributions
-from cytocompare.registry import Registry
+from cytocompare.protocols import Checkpointing, ReportsFit, WritesArtifacts
+from cytocompare.registry import Kind, Registry
+from cytocompare.rundir import RunDir, RunInfo, utc_now
+from cytocompare.splits import Fold, SplitPlan
 
 Log = Callable[[str], None]
+ProgressCallback = Callable[[int, int], None]
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def throttled_progress(log: Log, every_s: float, line: Callable[[int, int], str]) -> ProgressCallback:
+    """A ``progress(done, total)`` callback that logs ``line(done, total)`` at most every
+    ``every_s`` seconds, and always at the end."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > every_s or done == total:
+            last[0] = now
+            log(line(done, total))
+
+    return progress
 
 
 @dataclass
@@ -61,25 +85,35 @@ def ordered_labels(present: set[str], scheme: ClassScheme) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def _with_seed(spec_params: dict[str, Any], factory: Any, seed: int) -> dict[str, Any]:
-    """Give components that take a ``random_state`` the protocol's seed unless set explicitly."""
-    import inspect
+def protocol_defaults(kind: Kind, params: dict[str, Any], factory: Any, *, seed: int,
+                      n_jobs: int) -> dict[str, Any]:
+    """The injection rule: a component whose constructor takes ``random_state`` gets the
+    protocol's ``seed``, and one that takes ``n_jobs`` the protocol's ``n_jobs``, unless the
+    protocol sets them for it.
 
-    params = dict(spec_params)
+    A feature extractor keeps its own ``n_jobs``: the runner already spreads feature extraction
+    over the protocol's ``n_jobs`` through the feature cache (processes inside processes would
+    only compete for the same cores), and its parameters key the cache.
+    """
     target = factory.__init__ if inspect.isclass(factory) else factory
-    if "random_state" in inspect.signature(target).parameters and "random_state" not in params:
-        params["random_state"] = seed
-    return params
+    takes = inspect.signature(target).parameters
+    injected = {"random_state": seed, "n_jobs": n_jobs}
+    if kind == "feature_extractor":
+        del injected["n_jobs"]
+    return {k: v for k, v in injected.items() if k in takes and k not in params} | dict(params)
 
 
-def build_method(method: MethodSpec, registry: Registry, seed: int) -> Pipeline:
-    """Instantiate a method's components as a :class:`Pipeline`."""
-    def make(kind: Any, ref: Any) -> Any:
+def build_method(method: MethodSpec, registry: Registry, seed: int, n_jobs: int = 1) -> Pipeline:
+    """Instantiate a method's components as a :class:`Pipeline`.
+
+    ``method`` must come from a protocol checked by :func:`cytocompare.config.check_against_registry`
+    (which checks every name and parameter): nothing is checked again here.
+    """
+    def make(kind: Kind, ref: ComponentRef | None) -> Any:
         if ref is None:
             return None
-        spec = registry.get(kind, ref.name)
-        spec.check_params(ref.params)
-        return spec.load()(**_with_seed(ref.params, spec.load(), seed))
+        factory = registry.get(kind, ref.name).load()
+        return factory(**protocol_defaults(kind, ref.params, factory, seed=seed, n_jobs=n_jobs))
 
     return Pipeline(
         features=make("feature_extractor", method.features),
@@ -88,8 +122,54 @@ def build_method(method: MethodSpec, registry: Registry, seed: int) -> Pipeline:
     )
 
 
+@dataclass(frozen=True)
+class FoldTask:
+    """One fold of one method on one split: what every step of a fold is told."""
+
+    method_name: str
+    method: MethodSpec
+    split: str
+    k: int
+    fold: Fold
+    tag: str  # "[method | split | fold k/n]", the prefix of every log line
+
+    @property
+    def external(self) -> bool:
+        return self.fold.test_source == "external"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The images of a run and, per method with a feature extractor, their features."""
+
+    train: ImageSet
+    test: ImageSet | None  # the external test set, when a method needs it
+
+    def test_set(self, task: FoldTask) -> ImageSet:
+        """The images a fold is tested on (its test indices point into this set)."""
+        images = self.test if task.external else self.train
+        if images is None:
+            raise CytocompareError(f"{task.tag}: external split but no test data was loaded")
+        return images
+
+
+@dataclass
+class FittedFold:
+    """A fitted model, its predictions on the fold's test images, and the times taken."""
+
+    model: Pipeline
+    prediction: np.ndarray
+    scores: np.ndarray | None
+    fit_seconds: float
+    predict_seconds: float
+
+
 class Runner:
-    """Runs a validated protocol into a run directory."""
+    """Runs a protocol into a run directory.
+
+    The protocol is checked against the registry once, at the start of :meth:`run` (the CLI only
+    parses it); ``protocol_path`` names it in error messages and anchors its relative data paths.
+    """
 
     def __init__(
         self,
@@ -104,11 +184,12 @@ class Runner:
         log: Log = _stderr,
     ) -> None:
         self.protocol = protocol.model_copy(deep=True)
+        self.origin = str(protocol_path) if protocol_path else "<protocol>"
         base = Path(protocol_path).resolve().parent if protocol_path else Path.cwd()
         # data paths in a protocol are relative to the protocol file; CLI overrides to the cwd
-        self.protocol.data.path = data_path or _resolve(self.protocol.data.path, base)
+        self.protocol.data.path = data_path or resolve_data_path(self.protocol.data.path, base)
         if self.protocol.test_data is not None:
-            self.protocol.test_data.path = test_data_path or _resolve(self.protocol.test_data.path, base)
+            self.protocol.test_data.path = test_data_path or resolve_data_path(self.protocol.test_data.path, base)
         elif test_data_path:
             raise ProtocolError("--test-data given but the protocol has no 'test_data' section")
         self.run_dir = Path(run_dir)
@@ -119,9 +200,29 @@ class Runner:
 
     # ------------------------------------------------------------------ public
     def run(self) -> RunResult:
-        from cytocompare.rundir import RunDir
+        """Check the protocol against the registry (the one check), then run every fold not yet
+        done, evaluate and report."""
+        methods, skipped = self._methods_to_run()
+        rd = RunDir(self.run_dir)
+        self._prepare_dir(rd)
+        t0 = time.perf_counter()
+        data = self._load_data(rd)
+        plan = self._split_plan(rd, data)
+        dropped = {e.label for e in plan.excluded if e.policy == "drop"}
+        labels = ordered_labels(set(data.train.labels.tolist()) - dropped, self.scheme)
+        self._write_run_info(rd, data.train, labels, methods, status="running")
+        done, resumed = self._run_methods(rd, methods, plan, data)
+        self.log(f"all folds finished in {time.perf_counter() - t0:.1f} s; evaluating")
+        # every fold is done: record it before the reports, so that index.html says so
+        self._write_run_info(rd, data.train, labels, methods, status="finished")
+        outputs = self._evaluate_and_report(rd)
+        self.log(f"run directory: {self.run_dir}")
+        return RunResult(self.run_dir, list(methods), skipped, done, resumed, outputs)
 
-        skipped = check_against_registry(self.protocol, self.registry)
+    # ------------------------------------------------------------------ steps
+    def _methods_to_run(self) -> tuple[dict[str, MethodSpec], list[str]]:
+        """(methods to run, optional methods skipped): the protocol checked against the registry."""
+        skipped = check_against_registry(self.protocol, self.registry, self.origin)
         for name in skipped:
             self.log(f"[skip] method {name!r}: its plugin is not installed (optional method)")
         methods = {k: v for k, v in self.protocol.methods.items() if k not in skipped}
@@ -130,57 +231,13 @@ class Runner:
             if unknown:
                 raise ProtocolError(f"--only: unknown method(s) {unknown}; protocol has {list(self.protocol.methods)}")
             methods = {k: v for k, v in methods.items() if k in self.only}
-        rd = RunDir(self.run_dir)
-        self._prepare_dir(rd)
-        t0 = time.perf_counter()
-        train, test = self._load_data(rd)
-        plan = self._split_plan(rd, train, test)
-        dropped = {e.label for e in plan.excluded if e.policy == "drop"}
-        labels = ordered_labels(set(train.labels.tolist()) - dropped, self.scheme)
-        self._write_run_json(rd, train, labels, methods, status="running")
+        return methods, skipped
 
-        cache = None
-        done = resumed = 0
-        for mname, method in methods.items():
-            pipeline = build_method(method, self.registry, self.protocol.seed)
-            features: dict[str, np.ndarray] = {}
-            for split in method.splits:
-                folds = plan.folds(split)
-                for k, fold in enumerate(folds):
-                    tag = f"[{mname} | {split} | fold {k + 1}/{len(folds)}]"
-                    if rd.has_predictions(mname, split, k):
-                        resumed += 1
-                        self.log(f"{tag} already done, resumed")
-                        continue
-                    if pipeline.features is not None and not features:
-                        cache = cache or self._cache()
-                        features = self._features(cache, pipeline, train, test, method, tag)
-                    self._run_fold(rd, mname, method, pipeline, split, k, fold, train, test, features, tag)
-                    done += 1
-        self.log(f"all folds finished in {time.perf_counter() - t0:.1f} s; evaluating")
-        # every fold is done: record it before the reports, so that index.html says so
-        self._write_run_json(rd, train, labels, methods, status="finished")
-        outputs = self._evaluate_and_report(rd)
-        self.log(f"run directory: {self.run_dir}")
-        return RunResult(self.run_dir, list(methods), skipped, done, resumed, outputs)
-
-    # ------------------------------------------------------------------ steps
-    def _prepare_dir(self, rd: Any) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        run_json = self.run_dir / "run.json"
-        if run_json.exists():
-            previous = rd.info.get("protocol_hash")
-            if previous != self.protocol.digest():
-                raise CytocompareError(
-                    f"{self.run_dir} holds a run of a different protocol (hash {previous}, now "
-                    f"{self.protocol.digest()}); choose another --output directory so that no finished work is lost"
-                )
+    def _prepare_dir(self, rd: RunDir) -> None:
+        if rd.start(self.protocol.digest()):
             self.log(f"resuming the run in {self.run_dir}")
-        elif any(self.run_dir.iterdir()):
-            raise CytocompareError(f"{self.run_dir} is not empty and is not a cytocompare run directory")
-        resolved = self.protocol.model_dump(mode="json")
-        (self.run_dir / "protocol.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-        rd.write_json("plugins.json", self._plugins_info())
+        rd.write_protocol(self.protocol.model_dump(mode="json"))
+        rd.write_plugins(self._plugins_info())
 
     def _plugins_info(self) -> dict[str, Any]:
         dists = plugin_distributions(get_plugin_manager())
@@ -196,46 +253,37 @@ class Runner:
             "platform": platform.platform(),
         }
 
-    def _load_data(self, rd: Any) -> tuple[ImageSet, ImageSet | None]:
-        from cytocompare.datasets import load_dataset, write_dataset_csv, write_skipped_csv
+    def _uses_external(self, method: MethodSpec) -> bool:
+        return any(self.protocol.splits[s].kind == "external" for s in method.splits)
 
-        def load(spec: Any, what: str) -> Any:
-            self.log(f"[data] reading {what} set {spec.path}")
-            last = [0.0]
-
-            def progress(done: int, total: int) -> None:
-                now = time.perf_counter()
-                if now - last[0] > 2 or done == total:
-                    last[0] = now
-                    self.log(f"[data]   checked {done}/{total} files")
-
-            loaded = load_dataset(
-                spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
-                label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
-                on_bad_file=spec.on_bad_file, progress=progress,
-            )
-            for w in loaded.warnings:
-                self.log(f"[data]   warning: {w}")
-            if loaded.skipped:
-                prefix = "" if what == "training" else "test_"
-                self.log(f"[data]   {len(loaded.skipped)} file(s) not used (bad, unmapped or excluded); "
-                         f"each is listed with its cause in {prefix}skipped.csv")
-            self.log(f"[data]   {len(loaded.images)} images, classes: "
-                     + ", ".join(f"{c} {n}" for c, n in sorted(loaded.class_counts.items())))
-            prefix = "" if what == "training" else "test_"
-            write_dataset_csv(loaded, self.run_dir / f"{prefix}dataset.csv")
-            write_skipped_csv(loaded.skipped, self.run_dir / f"{prefix}skipped.csv")
-            return loaded
-
-        train = load(self.protocol.data, "training").images
+    def _load_data(self, rd: RunDir) -> RunData:
+        train = self._load_set(rd, self.protocol.data, "training", prefix="")
         test = None
-        needs_test = any(self.protocol.splits[s].kind == "external"
-                         for m in self.protocol.methods.values() for s in m.splits)
-        if self.protocol.test_data is not None and needs_test:
-            test = load(self.protocol.test_data, "test").images
+        if self.protocol.test_data is not None and any(map(self._uses_external, self.protocol.methods.values())):
+            test = self._load_set(rd, self.protocol.test_data, "test", prefix="test_")
             if self.protocol.test_data.colour_normalize == "reinhard":
                 test.colour_map = self._colour_map(train, test)
-        return train, test
+        return RunData(train, test)
+
+    def _load_set(self, rd: RunDir, spec: Any, what: str, prefix: str) -> ImageSet:
+        from cytocompare.datasets import load_dataset
+
+        self.log(f"[data] reading {what} set {spec.path}")
+        loaded = load_dataset(
+            spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
+            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
+            on_bad_file=spec.on_bad_file, n_jobs=self.protocol.n_jobs,
+            progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files"),
+        )
+        for w in loaded.warnings:
+            self.log(f"[data]   warning: {w}")
+        if loaded.skipped:
+            self.log(f"[data]   {len(loaded.skipped)} file(s) not used (bad, unmapped or excluded); "
+                     f"each is listed with its cause in {prefix}skipped.csv")
+        self.log(f"[data]   {len(loaded.images)} images, classes: "
+                 + ", ".join(f"{c} {n}" for c, n in sorted(loaded.class_counts.items())))
+        rd.write_dataset(loaded, prefix)
+        return loaded.images
 
     def _colour_map(self, train: ImageSet, test: ImageSet) -> Any:
         """Dataset-level Reinhard map of the external set onto the training set's colours."""
@@ -248,27 +296,26 @@ class Runner:
                  f"{tuple(round(v, 1) for v in source.std)} -> {tuple(round(v, 1) for v in target.std)}")
         return ColourMap(source, target)
 
-    def _split_plan(self, rd: Any, train: ImageSet, test: ImageSet | None) -> Any:
-        from cytocompare.splits import SplitPlan, SplitSpec, make_plan
+    def _split_plan(self, rd: RunDir, data: RunData) -> SplitPlan:
+        from cytocompare.splits import make_plan
 
-        specs = {name: SplitSpec.coerce(s.model_dump()) for name, s in self.protocol.splits.items()}
+        train, test = data.train, data.test
         plan = make_plan(
-            train.labels, train.sha256, specs, seed=self.protocol.seed, small_classes=self.protocol.small_classes,
-            paths=train.paths,
+            train.labels, train.sha256, self.protocol.splits, seed=self.protocol.seed,
+            small_classes=self.protocol.small_classes, paths=train.paths,
             external_labels=None if test is None else test.labels,
             external_sha256=None if test is None else test.sha256,
         )
-        stored = self.run_dir / "splits.json"
-        if stored.exists():
+        if rd.has_split_plan():
             # a resumed run must see the very same images and assignments
-            previous = SplitPlan.from_files(stored, self.run_dir / "splits.csv")
+            previous = rd.read_split_plan()
             if previous.hash != plan.hash:
                 raise CytocompareError(
-                    f"the data changed since this run started: split plan {previous.hash[:12]} in {stored}, "
-                    f"now {plan.hash[:12]}; use a new --output directory so that no finished work is lost"
+                    f"the data changed since this run started: split plan {previous.hash[:12]} in "
+                    f"{self.run_dir / 'splits.json'}, now {plan.hash[:12]}; use a new --output directory so "
+                    "that no finished work is lost"
                 )
-        plan.to_csv(self.run_dir / "splits.csv", train.paths, train.labels)
-        plan.to_json(stored)
+        rd.write_split_plan(plan, train.paths, train.labels)
         for excluded in plan.excluded:
             self.log(f"[splits] {excluded.describe()}")
         for warning in plan.warnings:
@@ -277,6 +324,29 @@ class Runner:
             f"{n} ({len(plan.folds(n))} fold{'s' if len(plan.folds(n)) > 1 else ''})" for n in plan.split_names))
         return plan
 
+    def _run_methods(self, rd: RunDir, methods: dict[str, MethodSpec], plan: SplitPlan,
+                     data: RunData) -> tuple[int, int]:
+        """Run every fold not yet done; (folds run, folds resumed)."""
+        cache = None
+        done = resumed = 0
+        for mname, method in methods.items():
+            pipeline = build_method(method, self.registry, self.protocol.seed, self.protocol.n_jobs)
+            features: dict[str, np.ndarray] = {}
+            for split in method.splits:
+                folds = plan.folds(split)
+                for k, fold in enumerate(folds):
+                    task = FoldTask(mname, method, split, k, fold, f"[{mname} | {split} | fold {k + 1}/{len(folds)}]")
+                    if rd.has_predictions(mname, split, k):
+                        resumed += 1
+                        self.log(f"{task.tag} already done, resumed")
+                        continue
+                    if pipeline.features is not None and not features:
+                        cache = cache or self._cache()
+                        features = self._features(cache, pipeline, data, method, task.tag)
+                    self._run_fold(rd, task, pipeline, data, features)
+                    done += 1
+        return done, resumed
+
     def _cache(self) -> Any:
         from cytocompare.feature_cache import FeatureCache
 
@@ -284,142 +354,154 @@ class Runner:
         self.log(f"[features] cache {root}")
         return FeatureCache(root)
 
-    def _features(self, cache: Any, pipeline: Pipeline, train: ImageSet, test: ImageSet | None,
-                  method: MethodSpec, tag: str) -> dict[str, np.ndarray]:
-        extractor = clone(pipeline.features).fit(train)
+    def _features(self, cache: Any, pipeline: Pipeline, data: RunData, method: MethodSpec,
+                  tag: str) -> dict[str, np.ndarray]:
+        """A method's features of every image it will see: the training set, and the external
+        test set when one of its splits is external (computed once, cached by content)."""
+        extractor = clone(pipeline.features).fit(data.train)
+        sets = {"train": data.train}
+        if data.test is not None and self._uses_external(method):
+            sets["test"] = data.test
         out = {}
-        for name, images in (("train", train), ("test", test)):
-            if images is None or (name == "test" and not any(
-                    self.protocol.splits[s].kind == "external" for s in method.splits)):
-                continue
+        for name, images in sets.items():
             t = time.perf_counter()
-            last = [0.0]
-
-            def progress(done: int, total: int) -> None:
-                now = time.perf_counter()
-                if now - last[0] > 5 or done == total:
-                    last[0] = now
-                    self.log(f"{tag} features ({name}): {done}/{total} images")
-
+            progress = throttled_progress(self.log, 5, lambda done, total, name=name:
+                                          f"{tag} features ({name}): {done}/{total} images")
             out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress)
             self.log(f"{tag} features ({name}): {out[name].shape[1]} per image, {time.perf_counter() - t:.1f} s")
         return out
 
-    def _run_fold(self, rd: Any, mname: str, method: MethodSpec, pipeline: Pipeline, split: str, k: int,
-                  fold: Any, train: ImageSet, test: ImageSet | None, features: dict[str, np.ndarray],
-                  tag: str) -> None:
-        external = getattr(fold, "test_source", "train") == "external"
-        test_set = test if external else train
-        if test_set is None:
-            raise CytocompareError(f"{tag}: external split but no test data was loaded")
-        y_train = train.labels[fold.train]
-        y_test = test_set.labels[fold.test]
+    def _run_fold(self, rd: RunDir, task: FoldTask, pipeline: Pipeline, data: RunData,
+                  features: dict[str, np.ndarray]) -> None:
+        """Fit on the fold's training part, predict its test part, write both, tidy up."""
+        test_set = data.test_set(task)
         model = clone(pipeline)
-        ckpt_dir = self._give_checkpoint_dir(model, mname, split, k)
-        self.log(f"{tag} fit on {len(fold.train)} images" + (f" (checkpoints in {ckpt_dir})" if ckpt_dir else ""))
-        t = time.perf_counter()
+        ckpt_dir = self._give_checkpoint_dir(rd, model, task)
+        self.log(f"{task.tag} fit on {len(task.fold.train)} images"
+                 + (f" (checkpoints in {ckpt_dir})" if ckpt_dir else ""))
         if model.features is not None:
-            F_test_all = features["test"] if external else features["train"]
-            model.fit_features(np.asarray(features["train"][fold.train]), y_train)
-            fit_s = time.perf_counter() - t
-            t = time.perf_counter()
-            F_test = np.asarray(F_test_all[fold.test])
-            pred = model.predict_features(F_test)
-            scores = model.predict_proba_features(F_test)
+            fitted = self._fit_on_features(model, task, data, features)
         else:
-            model.fit(train.subset(fold.train), y_train)
-            fit_s = time.perf_counter() - t
-            t = time.perf_counter()
-            pred = model.predict(test_set.subset(fold.test))
-            scores = model.predict_proba(test_set.subset(fold.test)) if hasattr(model.classifier_, "predict_proba") else None
-        predict_s = time.perf_counter() - t
-        acc = float(np.mean(pred == y_test)) if len(y_test) else float("nan")
-        self.log(f"{tag} fit {fit_s:.1f} s, predict {len(fold.test)} images {predict_s:.1f} s, accuracy {acc:.3f}")
+            fitted = self._fit_on_images(model, task, data, test_set)
+        y_test = test_set.labels[task.fold.test]
+        acc = float(np.mean(fitted.prediction == y_test)) if len(y_test) else float("nan")
+        self.log(f"{task.tag} fit {fitted.fit_seconds:.1f} s, predict {len(task.fold.test)} images "
+                 f"{fitted.predict_seconds:.1f} s, accuracy {acc:.3f}")
+        self._write_fold(rd, task, fitted, test_set)
+        if task.method.artifacts and task.k == 0 and model.features is None:
+            self._write_artifacts(rd, task, fitted.model, test_set)
+        if ckpt_dir is not None and not task.method.keep_checkpoints:
+            # the fold's predictions are on disk: the checkpoint has done its job (ResNeXt-50: ~200 MB a fold)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+    @staticmethod
+    def _fit_on_features(model: Pipeline, task: FoldTask, data: RunData,
+                         features: dict[str, np.ndarray]) -> FittedFold:
+        """Selector and classifier fitted on the training rows of precomputed features."""
+        fold = task.fold
+        t = time.perf_counter()
+        model.fit_features(np.asarray(features["train"][fold.train]), data.train.labels[fold.train])
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        F_test = np.asarray(features["test" if task.external else "train"][fold.test])
+        pred = model.predict_features(F_test)
+        scores = model.predict_proba_features(F_test)
+        return FittedFold(model, pred, scores, fit_s, time.perf_counter() - t)
+
+    @staticmethod
+    def _fit_on_images(model: Pipeline, task: FoldTask, data: RunData, test_set: ImageSet) -> FittedFold:
+        """An image classifier fitted on the fold's training images."""
+        fold = task.fold
+        t = time.perf_counter()
+        model.fit(data.train.subset(fold.train), data.train.labels[fold.train])
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        test_images = test_set.subset(fold.test)
+        pred = model.predict(test_images)
+        scores = model.predict_proba(test_images) if hasattr(model.classifier_, "predict_proba") else None
+        return FittedFold(model, pred, scores, fit_s, time.perf_counter() - t)
+
+    def _write_fold(self, rd: RunDir, task: FoldTask, fitted: FittedFold, test_set: ImageSet) -> None:
+        """The fold's predictions and what was fitted (the fold JSON, written last)."""
+        model, fold = fitted.model, task.fold
+        report = model.classifier_.fit_report() if isinstance(model.classifier_, ReportsFit) else {}
         info = {
-            "fit_seconds": fit_s,
-            "predict_seconds": predict_s,
+            "fit_seconds": fitted.fit_seconds,
+            "predict_seconds": fitted.predict_seconds,
             "n_train": int(len(fold.train)),
             "n_test": int(len(fold.test)),
-            "test_source": "external" if external else "train",
+            "test_source": fold.test_source,
             "components": {
                 "features": repr(model.features_) if getattr(model, "features_", None) is not None else repr(model.features),
                 "selector": repr(model.selector_) if getattr(model, "selector_", None) is not None else None,
                 "classifier": repr(model.classifier_),
             },
-            "variant": getattr(model.classifier_, "variant_", None),
-            "best_params": _jsonable(getattr(model.classifier_, "best_params_", None)),
+            # what the classifier's fit chose (ReportsFit); variant and best_params also on their own
+            "fit_report": report,
+            "variant": report.get("variant"),
+            "best_params": report.get("best_params"),
             "selected_features": _selected_names(model),
-            "finished": _now(),
+            "finished": utc_now(),
         }
         rd.write_predictions(
-            mname, split, k, images=fold.test, paths=test_set.paths[fold.test], truth=y_test, prediction=pred,
-            scores=scores, classes=[str(c) for c in model.classes_], info=info,
+            task.method_name, task.split, task.k, images=fold.test, paths=test_set.paths[fold.test],
+            truth=test_set.labels[fold.test], prediction=fitted.prediction, scores=fitted.scores,
+            classes=[str(c) for c in model.classes_], info=info,
         )
-        if method.artifacts and k == 0 and hasattr(model.classifier_, "write_artifacts") and model.features is None:
-            out = self.run_dir / "artifacts" / mname / split
-            try:
-                model.classifier_.write_artifacts(out, test_set.subset(fold.test), y_test)
-                self.log(f"{tag} artifacts written to {out}")
-            except ImportError as exc:
-                self.log(f"{tag} artifacts skipped: {exc}")
-        if ckpt_dir is not None and not method.keep_checkpoints:
-            # the fold's predictions are on disk: the checkpoint has done its job (ResNeXt-50: ~200 MB a fold)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
 
-    def _give_checkpoint_dir(self, model: Pipeline, mname: str, split: str, k: int) -> Path | None:
-        """A classifier with a ``checkpoint_dir`` parameter left at None trains into a folder of the
-        run directory, so that an interrupted run resumes inside the fold, not only at its start."""
-        params = model.classifier.get_params(deep=False)
-        if "checkpoint_dir" not in params or params["checkpoint_dir"] is not None:
+    def _write_artifacts(self, rd: RunDir, task: FoldTask, model: Pipeline, test_set: ImageSet) -> None:
+        """Extra files of a classifier that writes them (WritesArtifacts), for the first fold."""
+        if not isinstance(model.classifier_, WritesArtifacts):
+            return
+        out = rd.artifacts_dir(task.method_name, task.split)
+        try:
+            model.classifier_.write_artifacts(out, test_set.subset(task.fold.test), test_set.labels[task.fold.test])
+            self.log(f"{task.tag} artifacts written to {out}")
+        except ImportError as exc:
+            self.log(f"{task.tag} artifacts skipped: {exc}")
+
+    def _give_checkpoint_dir(self, rd: RunDir, model: Pipeline, task: FoldTask) -> Path | None:
+        """A checkpointing classifier (Checkpointing) whose ``checkpoint_dir`` the protocol left at
+        None trains into a folder of the run directory, so that an interrupted run resumes inside
+        the fold, not only at its start."""
+        if not isinstance(model.classifier, Checkpointing) or model.classifier.checkpoint_dir is not None:
             return None
-        path = self.run_dir / "checkpoints" / mname / split / f"fold{k}"
+        path = rd.checkpoint_dir(task.method_name, task.split, task.k)
         model.classifier.set_params(checkpoint_dir=str(path))
         return path
 
-    def _evaluate_and_report(self, rd: Any) -> list[Path]:
-        from cytocompare.metrics import evaluate_run
+    def _evaluate_and_report(self, rd: RunDir) -> list[Path]:
+        from cytocompare.evaluation import evaluate_and_report
 
-        evaluate_run(rd)
-        outputs: list[Path] = []
-        for name in self.protocol.reports:
-            reporter = self.registry.create("reporter", name)
-            written = reporter.report(self.run_dir)
-            outputs += written
-            self.log(f"[report] {name}: {', '.join(str(Path(p).relative_to(self.run_dir)) for p in written) or 'nothing'}")
-        return outputs
+        return evaluate_and_report(rd, self.protocol.evaluation.evaluators, self.protocol.reports,
+                                   self.registry, self.log)
 
-    def _write_run_json(self, rd: Any, train: ImageSet, labels: list[str], methods: dict[str, MethodSpec],
+    def _write_run_info(self, rd: RunDir, train: ImageSet, labels: list[str], methods: dict[str, MethodSpec],
                         status: str) -> None:
-        info = rd.info if (self.run_dir / "run.json").exists() else {}
         counts = {c: int(n) for c, n in zip(*np.unique(train.labels, return_counts=True))}
-        pairs = self._tolerated_pairs()
+        pairs = self.protocol.tolerance.pairs
         no_call = self.protocol.evaluation.no_call_classes
-        info.update({
-            "status": status,
-            "protocol_name": self.protocol.name,
-            "protocol_hash": self.protocol.digest(),
-            "labels": labels,
-            "class_names": {c: self.scheme.get(c).name for c in labels if c in self.scheme.codes},
-            "class_counts": {c: counts.get(c, 0) for c in labels},
-            "tolerated_pairs": [sorted(p) for p in pairs],
-            "tolerance_source": "inferred from Matek et al. 2021 Table 1" if self.protocol.tolerance.pairs == "scheme" else "protocol",
-            "no_call_classes": sorted(no_call if no_call is not None else self.scheme.no_call_classes),
-            # merged, so that a later `--only` run does not hide methods run before it
-            "methods": info.get("methods", {}) | {m: {"splits": spec.splits, "components": {
+        rd.write_run_info(RunInfo(
+            status=status,  # type: ignore[arg-type]
+            protocol_name=self.protocol.name,
+            protocol_hash=self.protocol.digest(),
+            labels=labels,
+            class_names={c: self.scheme.get(c).name for c in labels if c in self.scheme.codes},
+            class_counts={c: counts.get(c, 0) for c in labels},
+            tolerated_pairs=[sorted(p) for p in self._tolerated_pairs()],
+            tolerance_source=pairs if pairs in ("scheme", "none") else "protocol",  # type: ignore[arg-type]
+            no_call_classes=sorted(no_call if no_call is not None else self.scheme.no_call_classes),
+            methods={m: {"splits": spec.splits, "components": {
                 p: (getattr(spec, p).model_dump() if getattr(spec, p) is not None else None)
                 for p in ("features", "selector", "classifier")}} for m, spec in methods.items()},
-            "splits": {n: s.model_dump() | ({"n_folds": s.n_splits} if s.kind == "kfold" else {"n_folds": 1})
-                       for n, s in self.protocol.splits.items()},
-            "evaluators": self.protocol.evaluation.evaluators,
-            "reporters": self.protocol.reports,
-            "data": str(self.protocol.data.path),
-            "test_data": None if self.protocol.test_data is None else str(self.protocol.test_data.path),
-            "versions": {"cytocompare": __version__, "python": sys.version.split()[0]},
-        })
-        info.setdefault("started", _now())
-        if status == "finished":
-            info["finished"] = _now()
-        rd.write_json("run.json", info)
+            splits={n: s.model_dump() | {"n_folds": s.n_splits if s.kind == "kfold" else 1}
+                    for n, s in self.protocol.splits.items()},
+            evaluators=self.protocol.evaluation.evaluators,
+            reporters=self.protocol.reports,
+            data=str(self.protocol.data.path),
+            test_data=None if self.protocol.test_data is None else str(self.protocol.test_data.path),
+            versions={"cytocompare": __version__, "python": sys.version.split()[0]},
+        ))
 
     def _tolerated_pairs(self) -> list[tuple[str, str]]:
         spec = self.protocol.tolerance.pairs
@@ -428,32 +510,6 @@ class Runner:
         if spec == "scheme":
             return [tuple(sorted(p)) for p in self.scheme.tolerated_pairs]  # type: ignore[misc]
         return [tuple(p) for p in spec]
-
-
-def _resolve(path: str, base: Path) -> str:
-    if path.startswith("bundled:") or Path(path).is_absolute():
-        return path
-    return str((base / path).resolve())
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(obj: Any) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (str, int, float, bool)):
-        return obj
-    return repr(obj)
 
 
 def _selected_names(model: Pipeline) -> list[str] | None:
@@ -465,11 +521,3 @@ def _selected_names(model: Pipeline) -> list[str] | None:
     if names is None:
         return [int(i) for i in idx]
     return [names[int(i)] for i in idx]
-
-
-def run_protocol(path: str | Path, output: str | Path, **kwargs: Any) -> RunResult:
-    """Load, validate and run a protocol file (the ``cytocompare run`` command)."""
-    from cytocompare.config import load_protocol
-
-    protocol = load_protocol(path)
-    return Runner(protocol, output, protocol_path=path, **kwargs).run()

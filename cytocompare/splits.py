@@ -13,84 +13,118 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_serializer
 
 from cytocompare.errors import SplitError
 
-__all__ = ["ExcludedClass", "Fold", "SplitPlan", "SplitSpec", "data_hash", "make_plan"]
+__all__ = [
+    "ExcludedClass", "ExternalSpec", "Fold", "HoldoutSpec", "KFoldSpec", "SplitPlan", "SplitSpec", "as_split_spec",
+    "data_hash", "make_plan",
+]
 
 SmallClassPolicy = Literal["error", "drop", "train_only"]
 _POLICIES = ("error", "drop", "train_only")
 _FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class SplitSpec:
-    """How one named split is made.
+class _SplitModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    Parameters
-    ----------
-    kind : {"holdout", "kfold", "external"}
-    test_size : float
-        Fraction of (unique) images in the test part of a holdout.
-    n_splits : int
-        Number of folds of a k-fold.
-    stratify : bool
-        Stratify by class (holdout and k-fold).
-    shuffle : bool
-        Shuffle before k-fold splitting (seeded).
-    """
+    @model_serializer(mode="wrap")
+    def _omit_default_switches(self, handler: Any) -> dict[str, Any]:
+        # ``stratify``/``shuffle`` are written only when switched off, so the resolved protocol of
+        # a protocol written before these keys existed is unchanged, and so is its digest (a run
+        # directory refuses to resume under another digest)
+        data = handler(self)
+        for key in _SWITCHES:
+            if data.get(key) is True:
+                del data[key]
+        return data
 
-    kind: Literal["holdout", "kfold", "external"]
-    test_size: float = 0.2
-    n_splits: int = 5
-    stratify: bool = True
-    shuffle: bool = True
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("holdout", "kfold", "external"):
-            raise SplitError(f"unknown split kind {self.kind!r}; choose holdout, kfold or external")
-        if self.kind == "holdout" and not 0.0 < self.test_size < 1.0:
-            raise SplitError(f"holdout test_size must be between 0 and 1, not {self.test_size}")
-        if self.kind == "kfold" and self.n_splits < 2:
-            raise SplitError(f"kfold n_splits must be at least 2, not {self.n_splits}")
+_SWITCHES = ("stratify", "shuffle")
 
-    @classmethod
-    def coerce(cls, spec: SplitSpec | Mapping[str, Any] | Any) -> SplitSpec:
-        """A SplitSpec from a SplitSpec, a dict or any object with the same attributes
-        (e.g. the protocol's pydantic model; ``stratified`` is accepted for ``stratify``)."""
-        if isinstance(spec, SplitSpec):
-            return spec
-        get = spec.get if isinstance(spec, Mapping) else (lambda k, d=None: getattr(spec, k, d))
-        kind = get("kind")
-        if kind is None:
-            raise SplitError(f"split spec {spec!r} has no 'kind'")
-        stratify = get("stratify", None)
-        if stratify is None:
-            stratify = get("stratified", True)
-        return cls(
-            kind=kind,
-            test_size=float(get("test_size", 0.2) or 0.2),
-            n_splits=int(get("n_splits", 5) or 5),
-            stratify=bool(stratify),
-            shuffle=bool(get("shuffle", True)),
-        )
+
+class HoldoutSpec(_SplitModel):
+    """One stratified train/test split of the (unique) images."""
+
+    kind: Literal["holdout"] = "holdout"
+    test_size: float = Field(0.3, gt=0, lt=1, description="fraction of unique images in the test part")
+    stratify: bool = Field(True, description="keep the class proportions on both sides")
 
     @property
     def min_per_class(self) -> int:
         """Unique images a class needs to be split by this spec."""
-        if self.kind == "kfold":
-            return self.n_splits
-        if self.kind == "holdout":
-            return 2
+        return 2
+
+
+class KFoldSpec(_SplitModel):
+    """k folds; every (unique) image is tested exactly once."""
+
+    kind: Literal["kfold"] = "kfold"
+    n_splits: int = Field(5, ge=2, description="number of folds")
+    stratify: bool = Field(True, description="keep the class proportions in every fold")
+    shuffle: bool = Field(True, description="shuffle (seeded) before cutting the folds")
+
+    @property
+    def min_per_class(self) -> int:
+        return self.n_splits
+
+
+class ExternalSpec(_SplitModel):
+    """Train on the whole training set, test on the protocol's separate ``test_data``."""
+
+    kind: Literal["external"] = "external"
+
+    @property
+    def min_per_class(self) -> int:
         return 0
+
+
+#: how one named split is made: the protocol's ``splits.<name>`` entries are these models
+SplitSpec = Annotated[HoldoutSpec | KFoldSpec | ExternalSpec, Field(discriminator="kind")]
+_SPEC_ADAPTER: TypeAdapter[Any] = TypeAdapter(SplitSpec)
+
+
+def as_split_spec(spec: Any) -> HoldoutSpec | KFoldSpec | ExternalSpec:
+    """The spec itself, or a mapping such as ``{"kind": "kfold", "n_splits": 5}`` validated by the
+    very same models (:class:`SplitError` naming the problem when it is not a valid spec)."""
+    if isinstance(spec, (HoldoutSpec, KFoldSpec, ExternalSpec)):
+        return spec
+    try:
+        return _SPEC_ADAPTER.validate_python(dict(spec))
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise SplitError(f"not a valid split spec {spec!r}: {exc}") from None
+
+
+def _spec_record(spec: HoldoutSpec | KFoldSpec | ExternalSpec) -> dict[str, Any]:
+    """The spec as format 1 of ``splits.json`` stores it and the plan hash covers it: the same five
+    keys for every kind, a key the kind does not use holding the value format 1 always wrote, so
+    that stored plans keep loading and keep their hash."""
+    return {
+        "kind": spec.kind,
+        "test_size": float(getattr(spec, "test_size", 0.2)),
+        "n_splits": int(getattr(spec, "n_splits", 5)),
+        "stratify": bool(getattr(spec, "stratify", True)),
+        "shuffle": bool(getattr(spec, "shuffle", True)),
+    }
+
+
+def _spec_from_record(record: Mapping[str, Any]) -> HoldoutSpec | KFoldSpec | ExternalSpec:
+    """Inverse of :func:`_spec_record` (the keys the kind uses; the others are format 1 filler)."""
+    used = {"holdout": ("test_size", "stratify"), "kfold": ("n_splits", "stratify", "shuffle"), "external": ()}
+    kind = record.get("kind")
+    if kind not in used:
+        raise SplitError(f"stored split spec {dict(record)!r} has an unknown kind")
+    return as_split_spec({"kind": kind, **{k: record[k] for k in used[kind] if k in record}})
 
 
 @dataclass(frozen=True)
@@ -125,11 +159,12 @@ class ExcludedClass:
 class SplitPlan:
     """Every split of a run: folds per split name, plus what was excluded and a hash.
 
-    Use :func:`make_plan` to build one and :meth:`from_files` to read a stored one.
+    Use :func:`make_plan` to build one and :meth:`from_text` to read a stored one (the run
+    directory's files: :meth:`cytocompare.rundir.RunDir.read_split_plan`).
     """
 
     seed: int
-    specs: dict[str, SplitSpec]
+    specs: dict[str, HoldoutSpec | KFoldSpec | ExternalSpec]
     folds_by_split: dict[str, list[Fold]]
     labels: np.ndarray
     data_hash: str
@@ -157,7 +192,7 @@ class SplitPlan:
         h = hashlib.sha256()
         h.update(f"v{_FORMAT_VERSION};seed={self.seed};data={self.data_hash};ext={self.external_data_hash}".encode())
         for name in self.split_names:
-            h.update(f";{name}={json.dumps(asdict(self.specs[name]), sort_keys=True)}".encode())
+            h.update(f";{name}={json.dumps(_spec_record(self.specs[name]), sort_keys=True)}".encode())
             for k, fold in enumerate(self.folds_by_split[name]):
                 h.update(f";fold{k}:{fold.test_source}:".encode())
                 h.update(np.asarray(fold.train, dtype="<i8").tobytes())
@@ -179,17 +214,17 @@ class SplitPlan:
         """``<split>/fold-<k>`` for every fold, in order."""
         return [f"{name}/fold-{k}" for name in self.split_names for k in range(len(self.folds_by_split[name]))]
 
-    def to_csv(self, path: str | Path, paths: Sequence[str] | np.ndarray, labels: Sequence[str] | np.ndarray) -> Path:
-        """Write ``index,path,label`` and one ``train``/``test``/``-`` column per fold.
+    def csv_table(self, paths: Sequence[str] | np.ndarray,
+                  labels: Sequence[str] | np.ndarray) -> tuple[list[str], list[list[Any]]]:
+        """The rows of ``splits.csv``: ``index,path,label`` and one ``train``/``test``/``-`` column
+        per fold (the run directory writes them, :meth:`cytocompare.rundir.RunDir.write_split_plan`).
 
         For an external split the test images belong to another data set, so its column only
         says which training images were used (``train``) or not (``-``).
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         n = len(self.labels)
         if len(paths) != n or len(labels) != n:
-            raise SplitError(f"to_csv: {len(paths)} paths and {len(labels)} labels for a plan of {n} images")
+            raise SplitError(f"splits.csv: {len(paths)} paths and {len(labels)} labels for a plan of {n} images")
         columns = []
         for name in self.split_names:
             for fold in self.folds_by_split[name]:
@@ -198,15 +233,11 @@ class SplitPlan:
                 if fold.test_source == "train":
                     col[fold.test] = "test"
                 columns.append(col)
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["index", "path", "label", *self.column_names()])
-            for i in range(n):
-                writer.writerow([i, paths[i], labels[i], *(c[i] for c in columns)])
-        return path
+        header = ["index", "path", "label", *self.column_names()]
+        return header, [[i, paths[i], labels[i], *(c[i] for c in columns)] for i in range(n)]
 
     def summary(self) -> dict[str, Any]:
-        """The JSON-able description written by :meth:`to_json`."""
+        """The JSON-able description that is ``splits.json`` (:meth:`to_json_text`)."""
         splits: dict[str, Any] = {}
         for name in self.split_names:
             folds = []
@@ -220,7 +251,7 @@ class SplitPlan:
                     "train_counts": _counts(self.labels[fold.train]),
                     "test_counts": _counts(test_labels[fold.test]) if test_labels is not None else {},
                 })
-            splits[name] = {"spec": asdict(self.specs[name]), "folds": folds}
+            splits[name] = {"spec": _spec_record(self.specs[name]), "folds": folds}
         return {
             "format_version": _FORMAT_VERSION,
             "seed": self.seed,
@@ -234,32 +265,31 @@ class SplitPlan:
             "hash": self.hash,
         }
 
-    def to_json(self, path: str | Path) -> Path:
-        """Write seed, specs, per-fold class counts, excluded classes and the plan hash."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
-        return path
+    def to_json_text(self) -> str:
+        """``splits.json``: seed, specs, per-fold class counts, excluded classes and the plan hash."""
+        return json.dumps(self.summary(), indent=2) + "\n"
 
     # ---- reading ------------------------------------------------------------------------
     @classmethod
-    def from_files(
+    def from_text(
         cls,
-        json_path: str | Path,
-        csv_path: str | Path | None = None,
+        json_text: str,
+        csv_text: str,
         *,
+        json_name: str = "splits.json",
+        csv_name: str = "splits.csv",
         labels: np.ndarray | Sequence[str] | None = None,
         sha256: np.ndarray | Sequence[str] | None = None,
         external_labels: np.ndarray | Sequence[str] | None = None,
     ) -> SplitPlan:
-        """Read a plan written by :meth:`to_json` and :meth:`to_csv`.
+        """Read a plan from the texts of ``splits.json`` and ``splits.csv``.
 
         Parameters
         ----------
-        json_path : path
-            ``splits.json``.
-        csv_path : path, optional
-            ``splits.csv`` (default: beside ``json_path``).
+        json_text, csv_text : str
+            The two files' contents (:meth:`cytocompare.rundir.RunDir.read_split_plan` reads them).
+        json_name, csv_name : str
+            What to call the files in error messages.
         labels, sha256 : arrays, optional
             The current data set; when given, a changed data set raises :class:`SplitError`.
         external_labels : array, optional
@@ -268,20 +298,15 @@ class SplitPlan:
         Raises
         ------
         SplitError
-            Missing or inconsistent files, a changed data set, or an edited plan (hash mismatch).
+            Inconsistent files, a changed data set, or an edited plan (hash mismatch).
         """
-        json_path = Path(json_path)
-        csv_path = Path(csv_path) if csv_path is not None else json_path.with_name("splits.csv")
-        for p in (json_path, csv_path):
-            if not p.is_file():
-                raise SplitError(f"{p}: split plan file not found")
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-        stored_labels, columns = _read_plan_csv(csv_path)
-        specs = {name: SplitSpec(**s["spec"]) for name, s in meta["splits"].items()}
+        meta = json.loads(json_text)
+        stored_labels, columns = _read_plan_csv(csv_text, csv_name)
+        specs = {name: _spec_from_record(s["spec"]) for name, s in meta["splits"].items()}
         folds_by_split: dict[str, list[Fold]] = {}
         for name, s in meta["splits"].items():
             folds_by_split[name] = [
-                _fold_from_column(columns, f"{name}/fold-{f['fold']}", f, meta.get("n_external"), csv_path)
+                _fold_from_column(columns, f"{name}/fold-{f['fold']}", f, meta.get("n_external"), csv_name)
                 for f in s["folds"]
             ]
         ext = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
@@ -298,13 +323,13 @@ class SplitPlan:
         )
         if plan.hash != meta["hash"]:
             raise SplitError(
-                f"{json_path}: the stored plan hash does not match the folds in {csv_path}; "
+                f"{json_name}: the stored plan hash does not match the folds in {csv_name}; "
                 "the files were edited or mixed up"
             )
         if labels is not None and sha256 is not None:
             plan.verify_data(np.asarray(labels), np.asarray(sha256))
         elif labels is not None and list(np.asarray(labels).astype(str)) != list(stored_labels):
-            raise SplitError(f"{csv_path}: the labels differ from the current data set's")
+            raise SplitError(f"{csv_name}: the labels differ from the current data set's")
         return plan
 
 
@@ -324,7 +349,7 @@ def data_hash(labels: np.ndarray | Sequence[str], sha256: np.ndarray | Sequence[
 def make_plan(
     labels: np.ndarray | Sequence[str],
     sha256: np.ndarray | Sequence[str],
-    splits: Mapping[str, SplitSpec | Mapping[str, Any] | Any],
+    splits: Mapping[str, HoldoutSpec | KFoldSpec | ExternalSpec | Mapping[str, Any]],
     seed: int,
     small_classes: SmallClassPolicy = "error",
     *,
@@ -338,7 +363,8 @@ def make_plan(
     ----------
     labels, sha256 : arrays of str, length n
         Class label and content hash of every training-set image.
-    splits : mapping of name to SplitSpec (or dict / object with the same fields)
+    splits : mapping of name to HoldoutSpec / KFoldSpec / ExternalSpec
+        (or a mapping validated by them, see :func:`as_split_spec`)
     seed : int
         Seeds every random split: same inputs and seed give the same plan and hash.
     small_classes : {"error", "drop", "train_only"}
@@ -371,7 +397,7 @@ def make_plan(
     names = np.asarray(paths, dtype=object)
     groups = _DuplicateGroups.build(labels, sha, names)
 
-    specs = {name: SplitSpec.coerce(s) for name, s in splits.items()}
+    specs = {name: as_split_spec(s) for name, s in splits.items()}
     if not specs:
         raise SplitError("no splits were asked for")
     ext_labels = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
@@ -454,7 +480,7 @@ class _Small:
 
 
 def _small_classes(
-    name: str, spec: SplitSpec, groups: _DuplicateGroups, policy: str, excluded: list[ExcludedClass]
+    name: str, spec: HoldoutSpec | KFoldSpec | ExternalSpec, groups: _DuplicateGroups, policy: str, excluded: list[ExcludedClass]
 ) -> _Small:
     """Apply the small-class policy for one split; record every exclusion."""
     need = spec.min_per_class
@@ -484,7 +510,7 @@ def _eligible(groups: _DuplicateGroups, small: _Small) -> tuple[np.ndarray, np.n
     return np.flatnonzero(~out), train_only
 
 
-def _holdout_fold(name: str, spec: SplitSpec, groups: _DuplicateGroups, small: _Small, seed: int) -> Fold:
+def _holdout_fold(name: str, spec: HoldoutSpec | KFoldSpec | ExternalSpec, groups: _DuplicateGroups, small: _Small, seed: int) -> Fold:
     from sklearn.model_selection import train_test_split
 
     eligible, train_only = _eligible(groups, small)
@@ -497,7 +523,7 @@ def _holdout_fold(name: str, spec: SplitSpec, groups: _DuplicateGroups, small: _
     return Fold(train, groups.images_of(test_g), "train")
 
 
-def _kfold_folds(name: str, spec: SplitSpec, groups: _DuplicateGroups, small: _Small, seed: int) -> list[Fold]:
+def _kfold_folds(name: str, spec: HoldoutSpec | KFoldSpec | ExternalSpec, groups: _DuplicateGroups, small: _Small, seed: int) -> list[Fold]:
     from sklearn.model_selection import KFold, StratifiedKFold
 
     eligible, train_only = _eligible(groups, small)
@@ -532,24 +558,23 @@ def _counts(labels: np.ndarray) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(Counter(np.asarray(labels).tolist()).items())}
 
 
-def _read_plan_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(labels, fold column name -> array of 'train'/'test'/'-') from ``splits.csv``."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or header[:3] != ["index", "path", "label"]:
-            raise SplitError(f"{path}: not a splits.csv (expected columns index,path,label,...)")
-        rows = list(reader)
+def _read_plan_csv(text: str, name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(labels, fold column name -> array of 'train'/'test'/'-') from the text of ``splits.csv``."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or header[:3] != ["index", "path", "label"]:
+        raise SplitError(f"{name}: not a splits.csv (expected columns index,path,label,...)")
+    rows = list(reader)
     for i, row in enumerate(rows):
         if len(row) != len(header) or row[0] != str(i):
-            raise SplitError(f"{path}, row {i + 2}: malformed (expected index {i} and {len(header)} columns)")
+            raise SplitError(f"{name}, row {i + 2}: malformed (expected index {i} and {len(header)} columns)")
     labels = np.asarray([r[2] for r in rows], dtype=object).astype(str)
     columns = {name: np.asarray([r[j] for r in rows], dtype=object) for j, name in enumerate(header) if j >= 3}
     return labels, columns
 
 
 def _fold_from_column(
-    columns: dict[str, np.ndarray], col: str, meta: dict[str, Any], n_external: int | None, path: Path
+    columns: dict[str, np.ndarray], col: str, meta: dict[str, Any], n_external: int | None, path: str
 ) -> Fold:
     if col not in columns:
         raise SplitError(f"{path}: column {col!r} is missing")

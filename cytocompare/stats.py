@@ -1,24 +1,22 @@
-"""Paired statistics between methods evaluated on the identical split.
+"""Paired statistics between methods evaluated on the identical split (pure maths, no files).
 
 Every method of a run is tested on exactly the same images (same split plan), so comparisons
 can be *paired*: per image (McNemar's test, paired bootstrap) and per fold (paired t-test,
-Wilcoxon signed-rank test). See docs/metrics.md.
+Wilcoxon signed-rank test). See docs/metrics.md. Reading the predictions of a run directory is
+:func:`cytocompare.evaluation.paired_comparisons`'s job.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats as sps
 
 from cytocompare.metrics import balanced_accuracy
 from cytocompare.tolerance import ToleranceMap
-
-if TYPE_CHECKING:  # pragma: no cover
-    from cytocompare.rundir import RunDir
 
 #: below this many discordant pairs McNemar uses the exact binomial test
 MCNEMAR_EXACT_BELOW = 25
@@ -206,66 +204,74 @@ PAIRED_COLUMNS = [
 ]
 
 
-def _pooled(run: RunDir, method: str, split: str) -> dict[int, tuple[int, str, str]]:
-    """image -> (fold, truth, prediction) over all completed folds of one method and split."""
-    out: dict[int, tuple[int, str, str]] = {}
-    for m, s, k in run.completed():
-        if m != method or s != split:
-            continue
-        p = run.read_predictions(m, s, k)
-        for img, t, y in zip(p.images.tolist(), p.truth.tolist(), p.prediction.tolist(), strict=True):
-            out[int(img)] = (k, t, y)
-    return out
+class MethodPredictions(NamedTuple):
+    """One method's predictions on one split: one row per test of an image, in fold order."""
+
+    images: np.ndarray  # int image indices (the same image, the same index, for every method)
+    folds: np.ndarray  # int fold of each row
+    truth: np.ndarray  # str
+    prediction: np.ndarray  # str
 
 
-def paired_comparisons(
-    run: RunDir, split: str, *, n_boot: int = 2000, seed: int = 0, tolerant: bool = False
+def _by_image(p: MethodPredictions) -> dict[int, int]:
+    """image -> its row (an image tested in several folds keeps its last row)."""
+    return {int(img): i for i, img in enumerate(p.images.tolist())}
+
+
+def compare_methods(
+    methods: Mapping[str, MethodPredictions], *, n_boot: int = 2000, seed: int = 0,
+    tolerance: ToleranceMap | None = None,
 ) -> list[dict]:
-    """Compare every pair of methods with predictions on the same images of ``split``.
+    """Compare every pair of methods on the images both predicted.
 
-    Predictions are pooled over folds (in k-fold every image is tested exactly once) and
-    aligned by image index; only images both methods predicted are used. Per pair: balanced
-    accuracy of each, their difference with a paired bootstrap CI, McNemar's test on per-image
-    correctness, and paired fold-wise tests of per-fold balanced accuracy. Holm's correction
-    is applied across pairs (``*_holm`` columns).
+    Rows are aligned by image index; methods without predictions are left out and pairs follow
+    the order of ``methods``. Per pair: balanced accuracy of each, their difference with a
+    paired bootstrap CI (:func:`bootstrap_ci`), McNemar's test on per-image correctness, and
+    paired fold-wise tests of per-fold balanced accuracy (:func:`paired_fold_test`). Holm's
+    correction is applied across pairs (``*_holm`` columns). Strict, or tolerant with
+    ``tolerance``.
 
     Returns
     -------
     list of dict
         One dict per pair with the keys of :data:`PAIRED_COLUMNS`.
+
+    Raises
+    ------
+    ValueError
+        When two methods disagree on the truth of an image.
     """
-    tol = ToleranceMap(run.tolerated_pairs()) if tolerant else None
-    pooled = {m: _pooled(run, m, split) for m in run.methods()}
-    pooled = {m: v for m, v in pooled.items() if v}
+    present = {m: p for m, p in methods.items() if len(p.images)}
+    rows_of = {m: _by_image(p) for m, p in present.items()}
     rows: list[dict] = []
-    for ma, mb in itertools.combinations(pooled, 2):
-        a, b = pooled[ma], pooled[mb]
-        common = sorted(set(a) & set(b))
+    for ma, mb in itertools.combinations(present, 2):
+        a, b = present[ma], present[mb]
+        common = sorted(set(rows_of[ma]) & set(rows_of[mb]))
         if not common:
             continue
-        truth = np.array([a[i][1] for i in common], dtype=str)
-        if any(a[i][1] != b[i][1] for i in common):
-            raise ValueError(f"{ma} and {mb} disagree on the truth of some images of split {split!r}")
-        pa = np.array([a[i][2] for i in common], dtype=str)
-        pb = np.array([b[i][2] for i in common], dtype=str)
-        fold_a = np.array([a[i][0] for i in common])
-        fold_b = np.array([b[i][0] for i in common])
-        ok_a = tol.correct(truth, pa) if tol is not None else truth == pa
-        ok_b = tol.correct(truth, pb) if tol is not None else truth == pb
+        ia = np.array([rows_of[ma][i] for i in common], dtype=np.int64)
+        ib = np.array([rows_of[mb][i] for i in common], dtype=np.int64)
+        truth = a.truth[ia]
+        if np.any(truth != b.truth[ib]):
+            raise ValueError(f"{ma} and {mb} disagree on the truth of some images")
+        pa, pb = a.prediction[ia], b.prediction[ib]
+        fold_a, fold_b = a.folds[ia], b.folds[ib]
+        ok_a = tolerance.correct(truth, pa) if tolerance is not None else truth == pa
+        ok_b = tolerance.correct(truth, pb) if tolerance is not None else truth == pb
         mc = mcnemar(ok_a, ok_b)
-        boot = bootstrap_ci(truth, pa, pb, n_boot=n_boot, seed=seed, tolerance=tol)
+        boot = bootstrap_ci(truth, pa, pb, n_boot=n_boot, seed=seed, tolerance=tolerance)
         folds = sorted(set(fold_a.tolist()))
         sa, sb = [], []
         for k in folds:
             sel = (fold_a == k) & (fold_b == k)  # identical plans put an image in the same fold
             if sel.any():
-                sa.append(balanced_accuracy(truth[sel], pa[sel], tol))
-                sb.append(balanced_accuracy(truth[sel], pb[sel], tol))
+                sa.append(balanced_accuracy(truth[sel], pa[sel], tolerance))
+                sb.append(balanced_accuracy(truth[sel], pb[sel], tolerance))
         ft = paired_fold_test(sa, sb)
         rows.append({
             "method_a": ma, "method_b": mb, "n_images": len(common), "n_folds": len(sa),
-            "balanced_accuracy_a": balanced_accuracy(truth, pa, tol),
-            "balanced_accuracy_b": balanced_accuracy(truth, pb, tol),
+            "balanced_accuracy_a": balanced_accuracy(truth, pa, tolerance),
+            "balanced_accuracy_b": balanced_accuracy(truth, pb, tolerance),
             "diff": boot.diff, "ci_low": boot.low, "ci_high": boot.high,
             "mcnemar_b": mc.b, "mcnemar_c": mc.c, "mcnemar_p": mc.p_value,
             "fold_mean_diff": ft.mean_diff, "fold_sd_diff": ft.sd_diff,
@@ -276,4 +282,3 @@ def paired_comparisons(
         for r, v in zip(rows, adj, strict=True):
             r[f"{col}_holm"] = float(v)
     return rows
-

@@ -42,8 +42,24 @@ def test_malformed_yaml():
 
 def test_unknown_key_is_reported_with_location():
     with pytest.raises(ProtocolError) as exc:
-        parse_protocol(GOOD.replace("seed", "x") + "sead: 3\n")
+        parse_protocol(GOOD.replace("{path: somewhere}", "{path: somewhere, layuot: flat}") + "sead: 3\n")
     assert "sead" in str(exc.value) and "unknown key" in str(exc.value)
+    # each misspelt key is named at its place in the protocol, top level and nested
+    assert "\nsead\n    unknown key" in str(exc.value)
+    assert "\ndata.layuot\n    unknown key" in str(exc.value)
+
+
+def test_split_switches_are_keys_with_the_old_behaviour_as_default():
+    p = parse_protocol(GOOD)
+    assert p.splits["cv5"].stratify and p.splits["cv5"].shuffle
+    # written only when switched off, so protocols older than these keys keep their digest
+    assert p.model_dump()["splits"]["cv5"] == {"kind": "kfold", "n_splits": 5}
+    off = parse_protocol(GOOD.replace("n_splits: 5}", "n_splits: 5, shuffle: false}"))
+    assert off.model_dump()["splits"]["cv5"] == {"kind": "kfold", "n_splits": 5, "shuffle": False}
+    assert off.digest() != p.digest()
+    with pytest.raises(ProtocolError, match="unknown key"):  # holdout always shuffles
+        parse_protocol(GOOD.replace("{kind: kfold, n_splits: 5}", "{kind: holdout, shuffle: false}"))
+    assert parse_protocol(GOOD.replace("{kind: kfold, n_splits: 5}", "{kind: holdout}")).splits["cv5"].test_size == 0.3
 
 
 def test_misspelt_component_lists_choices():

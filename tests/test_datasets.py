@@ -15,8 +15,6 @@ from cytocompare.datasets import (
     SkippedFile,
     bundled_sample_path,
     load_dataset,
-    write_dataset_csv,
-    write_skipped_csv,
 )
 from cytocompare.errors import DataError
 
@@ -216,23 +214,28 @@ def test_resize_passed_to_imageset(tmp_path: Path) -> None:
 
 
 def test_write_csvs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cytocompare.rundir import RunDir
+
     root = _flat(tmp_path / "d", {"A": 2})
     ds = load_dataset(root)
-    out = write_dataset_csv(ds, tmp_path / "run" / "dataset.csv")
+    out, empty = RunDir(tmp_path / "run").write_dataset(ds)
+    assert (out.name, empty.name) == ("dataset.csv", "skipped.csv")
     rows = list(csv.DictReader(open(out)))
     assert [r["index"] for r in rows] == ["0", "1"]
     assert rows[1]["sha256"] == ds.images.sha256[1] and rows[0]["label"] == "A"
-    empty = write_skipped_csv([], tmp_path / "run" / "skipped.csv")
     assert empty.read_text().strip() == "path,cause"
-    one = write_skipped_csv([SkippedFile("x.jpg", "empty file, 0 bytes")], tmp_path / "s2.csv")
+    with_skipped = replace(ds, skipped=[SkippedFile("x.jpg", "empty file, 0 bytes")])
+    _, one = RunDir(tmp_path / "run2").write_dataset(with_skipped, prefix="test_")
+    assert one.name == "test_skipped.csv"
     assert list(csv.reader(open(one)))[1] == ["x.jpg", "empty file, 0 bytes"]
 
 
 def test_bundled_sample() -> None:
     path = bundled_sample_path()
     assert path.name == "matek-bm-sample"
-    if not path.is_dir():
-        pytest.skip("bundled sample not present yet")
+    assert path.is_dir(), "the bundled sample ships with the package (protocols/quick.yaml reads it)"
     ds = load_dataset("bundled:matek-bm-sample")
     assert len(ds.images) > 0 and ds.skipped == []
 

@@ -176,6 +176,18 @@ def test_scheme_tolerance_map() -> None:
     differ = {c for c in matek2021().codes if tm.partners(c)}
     assert len(differ) == 11  # exactly the 11 classes whose strict and tolerant values differ in Table 1
     assert ToleranceMap.from_scheme("matek2021") == tm
+    # the scheme file says its map is inferred (reports print it); a scheme without the key publishes its pairs
+    assert "Table 1 of Matek et al. 2021" in matek2021().tolerance_inferred_from
+
+
+def test_scheme_without_inference_note(tmp_path) -> None:
+    from cytocompare.classes import load_scheme
+
+    path = tmp_path / "two.yaml"
+    path.write_text("name: two\nclasses: [{code: A, name: a, lineage: x}, {code: B, name: b, lineage: x}]\n"
+                    "tolerated_pairs: [[A, B]]\n")
+    scheme = load_scheme(str(path))
+    assert scheme.tolerance_inferred_from == "" and ToleranceMap.from_scheme(scheme).partners("A") == {"B"}
 
 
 # ------------------------------------------------------------------ evaluators

@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn import metrics as skm
 
-from cytocompare.metrics import ExternalEvaluator, PrecisionRecallEvaluator, SummaryEvaluator, evaluate_run
-from cytocompare.reports import redraw
+from cytocompare.evaluation import evaluate_and_report, evaluate_run
+from cytocompare.metrics import ExternalEvaluator, PrecisionRecallEvaluator, SummaryEvaluator
 from cytocompare.reports.charts import ConfusionChartReporter, RecallChartReporter
 from cytocompare.reports.html import HtmlReporter
 from cytocompare.reports.tables import PairedStatsReporter, Table1Reporter
 from cytocompare.rundir import RunDir
+from test_stats import reference_bootstrap  # the plain bootstrap (tests/test_stats.py)
 
 LABELS = ["BLA", "PMO", "MYB", "EOS", "LYT", "MON", "NGS"]
 NAMES = {"BLA": "blast", "PMO": "promyelocyte", "MYB": "myelocyte", "EOS": "eosinophil",
@@ -62,7 +64,7 @@ def make_synthetic_run(path: Path, seed: int = 0, n_folds: int = 5) -> RunDir:
     run.write_json("run.json", {
         "status": "finished", "protocol_name": "synthetic", "protocol_hash": "abc123",
         "labels": LABELS, "class_names": NAMES, "class_counts": COUNTS,
-        "tolerated_pairs": PAIRS, "no_call_classes": ["ART", "NIF"],
+        "tolerated_pairs": PAIRS, "tolerance_source": "scheme", "no_call_classes": ["ART", "NIF"],
         "methods": {m: {"splits": ["cv", "external"], "components": {}} for m in METHODS},
         "splits": {"cv": {"kind": "kfold", "n_folds": n_folds}, "external": {"kind": "external", "n_folds": 1}},
         "evaluators": ["precision-recall", "summary", "external"],
@@ -173,6 +175,99 @@ def test_table1(run: RunDir) -> None:
     assert not re.search(r"\d ± ", ext)  # one fold: just the value
 
 
+def _fold_predictions(run: RunDir, method: str, split: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """fold -> (truth, prediction), read straight from the CSV files (not through RunDir)."""
+    out = {}
+    for path in sorted((run.path / "predictions" / method / split).glob("fold-*.csv")):
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        out[int(path.stem.split("-")[1])] = (np.array([r["truth"] for r in rows]),
+                                             np.array([r["prediction"] for r in rows]))
+    return out
+
+
+def _tolerant_pr(t: np.ndarray, p: np.ndarray, c: str) -> tuple[float, float]:
+    """Tolerant precision and recall of c from the definitions (docs/tolerance.md), PAIRS as the map."""
+    ok = {c} | {x for pair in PAIRS if c in pair for x in pair}
+    called = p == c
+    precision = float(np.isin(t[called], list(ok)).mean()) if called.any() else 0.0
+    recall = float(np.isin(p[t == c], list(ok)).mean()) if (t == c).any() else 0.0
+    return precision, recall
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_table1_values_match_summary_and_an_independent_computation(run: RunDir) -> None:
+    Table1Reporter().report(run.path)
+    md = (run.path / "table1_cv.md").read_text()
+    summary = {(r["method"], r["split"], r["metric"], r["class"]): r for r in run.read_csv("metrics/summary.csv")}
+    with open(run.path / "metrics" / "table1_cv.csv", newline="") as fh:
+        csv_rows = {(r["method"], r["class"]): r for r in csv.DictReader(fh)}
+    columns = ("precision_strict", "precision_tolerant", "recall_strict", "recall_tolerant")
+    sections = md.split("\n## ")
+    for method in METHODS:
+        folds = _fold_predictions(run, method, "cv")
+        assert len(folds) == 5
+        body = next(sec for sec in sections if sec.startswith(f"{method}\n"))
+        cells = {row[0]: row for row in ([c.strip() for c in line.strip("|").split("|")]
+                                         for line in body.splitlines() if line.startswith("| ") and "---" not in line)}
+        for c in LABELS:
+            per_fold = {m: [] for m in columns}
+            for t, p in folds.values():
+                pr = skm.precision_recall_fscore_support(t, p, labels=[c], zero_division=0)
+                tol_p, tol_r = _tolerant_pr(t, p, c)
+                per_fold["precision_strict"].append(pr[0][0])
+                per_fold["recall_strict"].append(pr[1][0])
+                per_fold["precision_tolerant"].append(tol_p)
+                per_fold["recall_tolerant"].append(tol_r)
+            row = cells[c]
+            assert row[:3] == [c, NAMES[c], str(sum(int((t == c).sum()) for t, _ in folds.values()))]
+            for m, cell in zip(columns, row[3:], strict=True):
+                s_row = summary[(method, "cv", m, c)]
+                # the cell is summary.csv's mean ± sd, and both are the folds' values recomputed here
+                assert cell == f"{float(s_row['mean']):.2f} ± {float(s_row['sd']):.2f}" == _mean_sd(per_fold[m])
+                assert float(s_row["mean"]) == pytest.approx(np.mean(per_fold[m]), abs=1e-12)
+                assert float(csv_rows[(method, c)][f"{m}_mean"]) == pytest.approx(np.mean(per_fold[m]), abs=1e-12)
+                assert float(csv_rows[(method, c)][f"{m}_sd"]) == pytest.approx(np.std(per_fold[m], ddof=1), abs=1e-12)
+        # the summary block: balanced accuracy (strict) and macro-F1 (strict) per fold, from scikit-learn
+        line = next(line for line in sections[-1].splitlines() if line.startswith(f"| {method} |"))
+        got = [x.strip() for x in line.strip("|").split("|")]
+        ba = [skm.balanced_accuracy_score(t, p) for t, p in folds.values()]
+        f1 = [skm.f1_score(t, p, labels=LABELS, average="macro", zero_division=0) for t, p in folds.values()]
+        assert got[1] == _mean_sd(ba) and got[3] == _mean_sd(f1)
+
+
+def test_tolerance_note_follows_the_recorded_source(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path, n_folds=2)
+    info = run.read_json("run.json")
+    expected = {
+        "scheme": "this tolerance map is INFERRED from the strict/tolerant differences in Table 1 of Matek",
+        "protocol": "BLA–PMO, MYB–PMO; tolerance pairs given by the protocol.",
+        "none": "No tolerance pairs: tolerant = strict.",
+    }
+    for source, text in expected.items():
+        run.write_json("run.json", info | {"tolerance_source": source,
+                                           "tolerated_pairs": [] if source == "none" else PAIRS})
+        Table1Reporter().report(run.path)
+        HtmlReporter().report(run.path)
+        md = (run.path / "table1_cv.md").read_text()
+        html = (run.path / "index.html").read_text()
+        assert text in md and text in html
+        assert ("INFERRED" in md) == (source == "scheme") and ("INFERRED" in html) == (source == "scheme")
+    # a scheme that publishes its pairs (run.json records no inference): no INFERRED note
+    run.write_json("run.json", info | {"tolerance_source": "scheme", "tolerance_inferred_from": ""})
+    Table1Reporter().report(run.path)
+    assert "INFERRED" not in (run.path / "table1_cv.md").read_text()
+    # the value runs wrote before "scheme" existed reads as "scheme"
+    run.write_json("run.json", info | {"tolerance_source": "inferred from Matek et al. 2021 Table 1"})
+    Table1Reporter().report(run.path)
+    assert "INFERRED" in (run.path / "table1_cv.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_paired_stats(run: RunDir) -> None:
     paths = PairedStatsReporter(n_boot=200).report(run.path)
     assert run.path / "metrics" / "paired_cv.csv" in paths
@@ -183,6 +278,25 @@ def test_paired_stats(run: RunDir) -> None:
     assert int(r["n_images"]) == sum(COUNTS.values()) and r["n_folds"] == "5"
     assert float(r["ci_low"]) <= float(r["diff"]) <= float(r["ci_high"])
     assert "classical" in (run.path / "paired_cv.md").read_text()
+    # the values: pooled over the fold CSVs here (by image index) and recomputed independently
+    pooled = {}
+    for m in (r["method_a"], r["method_b"]):
+        by_image = {}
+        for path in sorted((run.path / "predictions" / m / "cv").glob("fold-*.csv")):
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    by_image[int(row["image"])] = (row["truth"], row["prediction"])
+        pooled[m] = [by_image[i] for i in sorted(by_image)]
+    truth = np.array([t for t, _ in pooled[r["method_a"]]])
+    pa = np.array([p for _, p in pooled[r["method_a"]]])
+    pb = np.array([p for _, p in pooled[r["method_b"]]])
+    ba_a, ba_b = skm.balanced_accuracy_score(truth, pa), skm.balanced_accuracy_score(truth, pb)
+    assert float(r["balanced_accuracy_a"]) == pytest.approx(ba_a, abs=1e-12)
+    assert float(r["diff"]) == pytest.approx(ba_a - ba_b, abs=1e-12)
+    assert (int(r["mcnemar_b"]), int(r["mcnemar_c"])) == (int(np.sum((truth == pa) & (truth != pb))),
+                                                          int(np.sum((truth != pa) & (truth == pb))))
+    ref = reference_bootstrap(truth, pa, pb, n_boot=200, confidence=0.95, seed=0)
+    assert (float(r["diff"]), float(r["ci_low"]), float(r["ci_high"])) == pytest.approx(ref, abs=1e-12)
 
 
 def test_charts(run: RunDir) -> None:
@@ -197,8 +311,8 @@ def test_charts(run: RunDir) -> None:
         _png_ok(p)
 
 
-def test_html_and_redraw(run: RunDir) -> None:
-    written = redraw(run.path)
+def test_html_and_evaluate_and_report(run: RunDir) -> None:
+    written = evaluate_and_report(run)
     assert written[-1] == run.path / "index.html"
     html = (run.path / "index.html").read_text()
     for m in METHODS:

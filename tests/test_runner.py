@@ -238,3 +238,74 @@ def test_runner_gives_classifiers_a_checkpoint_dir_per_fold_and_resumes_inside_i
     assert expected.exists() == keep  # removed once the fold's predictions were written, unless kept
     assert (own / "last.txt").exists()  # never deleted: it is the user's folder
     assert len(read_csv(next((run_dir / "predictions").rglob("*.csv")))) > 0
+
+
+REPORTING_PROTOCOL = """
+version: 1
+name: reporting
+seed: 5
+data: {{path: {data}, image_size: [64, 64]}}
+splits:
+  ho: {{kind: holdout, test_size: 0.3}}
+methods:
+  majority:
+    classifier: {{name: reporting}}
+    splits: [ho]
+reports: []
+n_jobs: 2
+"""
+
+
+def test_runner_uses_the_declared_capabilities_and_injects_seed_and_n_jobs(tmp_path, isolated_registry):
+    from cytocompare.config import load_protocol
+    from cytocompare.rundir import RunDir
+    from cytocompare.runner import Runner
+    from tests.plugins.dummy import ReportingPlugin
+
+    p = tmp_path / "reporting.yaml"
+    p.write_text(REPORTING_PROTOCOL.format(data=make_folder(tmp_path / "data", n=6)))
+    run_dir = tmp_path / "run"
+    Runner(load_protocol(p), run_dir, protocol_path=p, registry=isolated_registry(ReportingPlugin()),
+           log=lambda m: None).run()
+    info = json.loads((run_dir / "predictions" / "majority" / "ho" / "fold-0.json").read_text())
+    # ReportsFit: the report is recorded whole, its variant and best parameters also on their own
+    assert info["fit_report"] == {"variant": "majority", "best_params": {"strategy": "most_frequent"}, "n_jobs": 2}
+    assert info["variant"] == "majority" and info["best_params"] == {"strategy": "most_frequent"}
+    # the injection rule: the protocol's seed and n_jobs reach a constructor that takes them
+    assert "random_state=5" in info["components"]["classifier"] and "n_jobs=2" in info["components"]["classifier"]
+    # WritesArtifacts: the first fold's test images
+    assert (run_dir / "artifacts" / "majority" / "ho" / "majority.txt").read_text().endswith(f"for {info['n_test']} images\n")
+    assert RunDir(run_dir).tolerance_source() == "scheme"
+    assert json.loads((run_dir / "run.json").read_text())["tolerance_source"] == "scheme"
+
+
+def test_protocol_defaults_is_the_one_injection_rule():
+    from cytocompare.runner import protocol_defaults
+    from tests.plugins.dummy import MajorityClassifier, ReportingClassifier
+
+    assert protocol_defaults("classifier", {}, ReportingClassifier, seed=3, n_jobs=4) == {"random_state": 3, "n_jobs": 4}
+    # what the protocol sets wins; a constructor without the parameters gets nothing
+    assert protocol_defaults("classifier", {"n_jobs": 1}, ReportingClassifier, seed=3, n_jobs=4) == {
+        "random_state": 3, "n_jobs": 1}
+    assert protocol_defaults("classifier", {}, MajorityClassifier, seed=3, n_jobs=4) == {}
+    # an extractor's parallelism is the feature cache's (the protocol's n_jobs over images)
+    assert protocol_defaults("feature_extractor", {}, ReportingClassifier, seed=3, n_jobs=4) == {"random_state": 3}
+
+
+def test_run_info_is_written_through_its_schema_and_tolerance_source_reads_old_runs(tmp_path):
+    import dataclasses
+
+    from cytocompare.rundir import RunDir, RunInfo
+
+    run = RunDir(tmp_path)
+    fields = {f.name: None for f in dataclasses.fields(RunInfo)}
+    run.write_run_info(RunInfo(**fields | {"status": "running", "methods": {"a": {}}, "tolerance_source": "none"}))
+    run.write_run_info(RunInfo(**fields | {"status": "finished", "methods": {"b": {}}, "tolerance_source": "none"}))
+    stored = run.info
+    assert set(stored) == set(fields) | {"started", "finished"}
+    assert list(stored["methods"]) == ["a", "b"]  # merged: a later --only run hides nothing
+    assert run.tolerance_source() == "none"
+    for legacy, pairs, source in [("inferred from Matek et al. 2021 Table 1", [["MYB", "MMZ"]], "scheme"),
+                                  ("protocol", [["A", "B"]], "protocol"), (None, [], "none")]:
+        run.write_json("run.json", {"tolerated_pairs": pairs} | ({} if legacy is None else {"tolerance_source": legacy}))
+        assert run.tolerance_source() == source

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cytocompare.errors import SplitError
-from cytocompare.splits import Fold, SplitPlan, SplitSpec, make_plan
+from pydantic import ValidationError
 
-KFOLD = {"cv": SplitSpec("kfold", n_splits=5)}
+from cytocompare.errors import SplitError
+from cytocompare.rundir import RunDir
+from cytocompare.splits import ExternalSpec, Fold, HoldoutSpec, KFoldSpec, SplitPlan, as_split_spec, make_plan
+
+KFOLD = {"cv": KFoldSpec(n_splits=5)}
 
 
 def _data(counts: dict[str, int], n_dup: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +59,7 @@ def test_holdout_stratified() -> None:
 
 def test_duplicates_never_on_both_sides() -> None:
     labels, sha = _data({"A": 40, "B": 40, "C": 25}, n_dup=30)
-    specs = {"cv": SplitSpec("kfold", n_splits=5), "ho": SplitSpec("holdout", test_size=0.3)}
+    specs = {"cv": KFoldSpec(n_splits=5), "ho": HoldoutSpec(test_size=0.3)}
     for seed in range(5):
         plan = make_plan(labels, sha, specs, seed=seed)
         _assert_no_sha_on_both_sides(plan, sha)
@@ -98,7 +101,7 @@ def test_small_class_drop(tmp_path: Path) -> None:
         assert not fgc & set(f.train) and not fgc & set(f.test)
     assert sorted(np.concatenate([f.test for f in plan.folds("cv")]).tolist()) == list(range(40))
     assert [(e.label, e.n_unique, e.policy) for e in plan.excluded] == [("FGC", 3, "drop")]
-    meta = json.loads(plan.to_json(tmp_path / "splits.json").read_text())
+    meta = json.loads(plan.to_json_text())
     assert meta["excluded"][0]["label"] == "FGC" and "left out" in meta["excluded"][0]["description"]
 
 
@@ -114,14 +117,14 @@ def test_small_class_train_only() -> None:
 def test_holdout_needs_two_per_class() -> None:
     labels, sha = _data({"A": 20, "B": 20, "X": 1})
     with pytest.raises(SplitError, match="'X' \\(1 unique"):
-        make_plan(labels, sha, {"ho": SplitSpec("holdout")}, seed=0)
-    plan = make_plan(labels, sha, {"ho": SplitSpec("holdout")}, seed=0, small_classes="drop")
+        make_plan(labels, sha, {"ho": HoldoutSpec()}, seed=0)
+    plan = make_plan(labels, sha, {"ho": HoldoutSpec()}, seed=0, small_classes="drop")
     assert 40 not in plan.folds("ho")[0].train
 
 
 def test_seeded_and_deterministic() -> None:
     labels, sha = _data({"A": 30, "B": 30, "C": 12}, n_dup=6)
-    specs = {"cv": SplitSpec("kfold", n_splits=4), "ho": SplitSpec("holdout", test_size=0.2)}
+    specs = {"cv": KFoldSpec(n_splits=4), "ho": HoldoutSpec(test_size=0.2)}
     a = make_plan(labels, sha, specs, seed=7)
     b = make_plan(labels.copy(), sha.copy(), specs, seed=7)
     c = make_plan(labels, sha, specs, seed=8)
@@ -137,7 +140,7 @@ def test_seeded_and_deterministic() -> None:
 def test_external_split() -> None:
     labels, sha = _data({"A": 5, "B": 5})
     ext = np.asarray(["A", "B", "B"])
-    plan = make_plan(labels, sha, {"ext": SplitSpec("external")}, seed=0,
+    plan = make_plan(labels, sha, {"ext": ExternalSpec()}, seed=0,
                      external_labels=ext, external_sha256=np.asarray([sha[0], "f" * 64, "e" * 64]))
     (fold,) = plan.folds("ext")
     assert fold.test_source == "external"
@@ -145,18 +148,18 @@ def test_external_split() -> None:
     np.testing.assert_array_equal(fold.test, np.arange(3))
     assert any("byte-identical" in w for w in plan.warnings)
     with pytest.raises(SplitError, match="external"):
-        make_plan(labels, sha, {"ext": SplitSpec("external")}, seed=0)
+        make_plan(labels, sha, {"ext": ExternalSpec()}, seed=0)
 
 
 def test_roundtrip_files_and_changed_dataset(tmp_path: Path) -> None:
     labels, sha = _data({"A": 20, "B": 15, "C": 3}, n_dup=4)
     paths = np.asarray([f"d/{i}.jpg" for i in range(len(labels))], dtype=object)
-    specs = {"cv": SplitSpec("kfold", n_splits=5), "ho": SplitSpec("holdout", test_size=0.3),
-             "ext": SplitSpec("external")}
+    specs = {"cv": KFoldSpec(n_splits=5), "ho": HoldoutSpec(test_size=0.3),
+             "ext": ExternalSpec()}
     ext = np.asarray(["A", "B"])
     plan = make_plan(labels, sha, specs, seed=11, small_classes="train_only", external_labels=ext)
-    plan.to_csv(tmp_path / "splits.csv", paths, labels)
-    plan.to_json(tmp_path / "splits.json")
+    run = RunDir(tmp_path)
+    run.write_split_plan(plan, paths, labels)
 
     header = (tmp_path / "splits.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["index", "path", "label"] and "cv/fold-4" in header and "ext/fold-0" in header
@@ -164,7 +167,7 @@ def test_roundtrip_files_and_changed_dataset(tmp_path: Path) -> None:
     assert meta["seed"] == 11 and meta["hash"] == plan.hash
     assert sum(f["test_counts"].get("A", 0) for f in meta["splits"]["cv"]["folds"]) == int((labels == "A").sum())
 
-    back = SplitPlan.from_files(tmp_path / "splits.json", labels=labels, sha256=sha, external_labels=ext)
+    back = run.read_split_plan(labels=labels, sha256=sha, external_labels=ext)
     assert back.hash == plan.hash
     for name in specs:
         for f0, f1 in zip(plan.folds(name), back.folds(name)):
@@ -175,14 +178,17 @@ def test_roundtrip_files_and_changed_dataset(tmp_path: Path) -> None:
     changed = sha.copy()
     changed[0] = "9" * 64
     with pytest.raises(SplitError, match="changed"):
-        SplitPlan.from_files(tmp_path / "splits.json", labels=labels, sha256=changed)
+        run.read_split_plan(labels=labels, sha256=changed)
 
     text = (tmp_path / "splits.csv").read_text().splitlines()
     row = text[1].split(",")
     row[3] = "test" if row[3] == "train" else "train"
     (tmp_path / "splits.csv").write_text("\n".join([text[0], ",".join(row), *text[2:]]) + "\n")
     with pytest.raises(SplitError, match="hash"):
-        SplitPlan.from_files(tmp_path / "splits.json")
+        run.read_split_plan()
+    (tmp_path / "splits.csv").unlink()
+    with pytest.raises(SplitError, match="not found"):
+        run.read_split_plan()
 
 
 def test_unknown_split_and_bad_specs() -> None:
@@ -190,7 +196,37 @@ def test_unknown_split_and_bad_specs() -> None:
     plan = make_plan(labels, sha, KFOLD, seed=0)
     with pytest.raises(SplitError, match="unknown split 'nope'"):
         plan.folds("nope")
+    with pytest.raises(ValidationError):
+        KFoldSpec(n_splits=1)
+    with pytest.raises(ValidationError):
+        HoldoutSpec(test_size=0)  # no longer quietly turned into 0.2
     with pytest.raises(SplitError):
-        SplitSpec("kfold", n_splits=1)
+        make_plan(labels, sha, {"cv": {"kind": "kfold", "n_splits": 1}}, seed=0)
+    with pytest.raises(SplitError, match="stratified"):  # the one spelling is 'stratify'
+        as_split_spec({"kind": "kfold", "stratified": False})
     with pytest.raises(SplitError):
         make_plan(labels, sha, KFOLD, seed=0, small_classes="ignore")  # type: ignore[arg-type]
+
+
+def test_stored_spec_keeps_the_format_1_record_and_hash() -> None:
+    """splits.json and the plan hash hold the same five keys for every kind, as format 1 wrote
+    them, so that plans stored before the protocol's split models became the only ones still load."""
+    labels, sha = _data({"A": 10, "B": 10})
+    specs = {"cv": KFoldSpec(n_splits=5), "ho": HoldoutSpec(test_size=0.3), "ext": ExternalSpec()}
+    plan = make_plan(labels, sha, specs, seed=0, external_labels=np.asarray(["A"]))
+    stored = json.loads(plan.to_json_text())["splits"]
+    assert stored["cv"]["spec"] == {"kind": "kfold", "test_size": 0.2, "n_splits": 5, "stratify": True, "shuffle": True}
+    assert stored["ho"]["spec"] == {"kind": "holdout", "test_size": 0.3, "n_splits": 5, "stratify": True, "shuffle": True}
+    assert stored["ext"]["spec"] == {"kind": "external", "test_size": 0.2, "n_splits": 5, "stratify": True,
+                                     "shuffle": True}
+
+
+def test_stratify_and_shuffle_switches() -> None:
+    labels, sha = _data({"A": 50, "B": 30, "C": 20})
+    ordered = make_plan(labels, sha, {"cv": KFoldSpec(n_splits=5, shuffle=False, stratify=False)}, seed=1)
+    # unshuffled, unstratified folds are consecutive blocks of the (sorted) duplicate groups
+    assert [f.test.tolist() for f in ordered.folds("cv")] == [list(range(i, i + 20)) for i in range(0, 100, 20)]
+    a = make_plan(labels, sha, {"cv": KFoldSpec(n_splits=5, shuffle=False)}, seed=1)
+    b = make_plan(labels, sha, {"cv": KFoldSpec(n_splits=5, shuffle=False)}, seed=2)
+    assert a.hash != ordered.hash
+    assert [f.test.tolist() for f in a.folds("cv")] == [f.test.tolist() for f in b.folds("cv")]  # no seed used

@@ -1,29 +1,25 @@
 """Reports of a run directory: tables (CSV, Markdown), charts (matplotlib), index.html.
 
-Reporters read ``metrics/*.csv`` (computed by :func:`cytocompare.metrics.evaluate_run` when
-missing) and the predictions; :func:`redraw` recomputes the metrics and runs them all (the
-CLI's ``cytocompare report RUN_DIR``).
+Reporters read ``metrics/*.csv`` (computed by :func:`cytocompare.evaluation.evaluate_run` when
+missing) and the predictions; :func:`cytocompare.evaluation.evaluate_and_report` recomputes the
+metrics and runs them all (``cytocompare run`` and ``cytocompare report RUN_DIR``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from cytocompare.errors import ProtocolError
 from cytocompare.rundir import RunDir
-
-#: reporters run when run.json names none
-DEFAULT_REPORTERS = ("table1", "paired-stats", "recall-chart", "confusion-chart", "html")
 
 
 def ensure_metrics(run_dir: str | Path | RunDir) -> RunDir:
     """The run directory, with ``metrics/long.csv`` and ``summary.csv`` computed if missing."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not (run.path / "metrics" / "long.csv").is_file() or not (run.path / "metrics" / "summary.csv").is_file():
-        from cytocompare.metrics import evaluate_run
+        from cytocompare.evaluation import evaluate_run
 
         evaluate_run(run)
     return run
@@ -89,42 +85,45 @@ def fmt_stat(stat: Stat | None, digits: int = 2) -> str:
     return f"{stat.mean:.{digits}f}"
 
 
-def redraw(run_dir: str | Path, reporters: Sequence[str | Any] | None = None) -> list[Path]:
-    """Recompute the metrics of a run and run its reporters.
+def _inferred_from(run: RunDir) -> str:
+    """How the class scheme's pairs were inferred ("" when the scheme gives them as published).
 
-    Parameters
-    ----------
-    run_dir
-        The run directory.
-    reporters
-        Reporter names (from the registry) or reporter objects; by default those listed in
-        run.json (``reporters``), else :data:`DEFAULT_REPORTERS`. ``html`` runs last so that
-        it links everything the others wrote.
-
-    Returns
-    -------
-    list of Path
-        Every file written.
+    From run.json (``tolerance_inferred_from``), else from the scheme run.json names
+    (``class_scheme``; matek2021 when absent, the scheme of the runs that recorded neither).
     """
-    from cytocompare.metrics import evaluate_run
+    info = run.info
+    if "tolerance_inferred_from" in info:
+        return str(info["tolerance_inferred_from"] or "")
+    from cytocompare.classes import load_scheme
 
-    run = RunDir(run_dir)
-    evaluate_run(run)
-    if reporters is None:
-        reporters = run.info.get("reporters") or list(DEFAULT_REPORTERS)
-    items = list(reporters)
-    items.sort(key=lambda r: r == "html" or type(r).__name__ == "HtmlReporter")  # stable: html last
-    written: list[Path] = []
-    registry = None
-    for item in items:
-        if isinstance(item, str):
-            if registry is None:
-                from cytocompare.plugins import get_registry
-
-                registry = get_registry()
-            item = registry.create("reporter", item)
-        written.extend(item.report(run.path))
-    return written
+    try:
+        return load_scheme(info.get("class_scheme", "matek2021")).tolerance_inferred_from
+    except (ProtocolError, OSError):  # a scheme file that moved since the run: claim nothing
+        return ""
 
 
-__all__ = ["DEFAULT_REPORTERS", "MetricsView", "Stat", "ensure_metrics", "fmt_stat", "redraw"]
+def tolerance_pairs_text(run: RunDir) -> str:
+    """``BLA–PMO, PMO–MYB`` (sorted), or ``none``."""
+    return ", ".join(f"{a}–{b}" for a, b in sorted(sorted(p) for p in run.tolerated_pairs())) or "none"
+
+
+def tolerance_note(run: RunDir) -> str:
+    """One sentence on which confusions the tolerant metrics forgive and where that list comes from.
+
+    Only a scheme whose map is inferred gets the INFERRED warning; pairs given by the protocol and
+    an empty map say so instead.
+    """
+    source = run.tolerance_source()
+    pairs = tolerance_pairs_text(run)
+    if source == "none" or not run.tolerated_pairs():
+        return "No tolerance pairs: tolerant = strict."
+    if source == "protocol":
+        return f"Tolerant metrics forgive the pairs {pairs}; tolerance pairs given by the protocol."
+    if source == "scheme":  # the class scheme's default map: say so if the scheme says it is inferred
+        inferred = _inferred_from(run)
+        if inferred:
+            return f"Tolerant metrics forgive the pairs {pairs}; this tolerance map is INFERRED from {inferred}."
+    return f"Tolerant metrics forgive the pairs {pairs}; tolerance pairs of the class scheme."
+
+
+__all__ = ["MetricsView", "Stat", "ensure_metrics", "fmt_stat", "tolerance_note", "tolerance_pairs_text"]

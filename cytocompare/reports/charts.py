@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cytocompare.base import BaseComponent
+from cytocompare.evaluation import pooled_predictions
 from cytocompare.metrics import confusion_matrix
 from cytocompare.reports import MetricsView, ensure_metrics
 from cytocompare.rundir import RunDir
@@ -102,20 +103,6 @@ class RecallChartReporter(BaseComponent):
         return path
 
 
-def pooled_predictions(run: RunDir, method: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Truth and predictions of all completed folds (each image is tested once) and the fold count."""
-    truth: list[str] = []
-    pred: list[str] = []
-    n = 0
-    for m, s, k in run.completed():
-        if m == method and s == split:
-            p = run.read_predictions(m, s, k)
-            truth += p.truth.tolist()
-            pred += p.prediction.tolist()
-            n += 1
-    return np.array(truth, dtype=str), np.array(pred, dtype=str), n
-
-
 class ConfusionChartReporter(BaseComponent):
     """``charts/confusion_<method>_<split>.png``: row-normalised confusion matrix, pooled over folds.
 
@@ -138,7 +125,8 @@ class ConfusionChartReporter(BaseComponent):
 
     def _draw(self, run: RunDir, method: str, split: str, kind: str) -> Path:
         plt = _pyplot()
-        truth, pred, n_folds = pooled_predictions(run, method, split)
+        pooled = pooled_predictions(run, method, split)
+        truth, pred, n_folds = pooled.truth, pooled.prediction, len(set(pooled.folds.tolist()))
         labels = run.labels()
         if kind == "external":
             t_set, p_set = set(truth.tolist()), set(pred.tolist())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from typing import ClassVar
 
 from cytocompare.base import BaseComponent
-from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat
+from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat, tolerance_note
 
 _COLUMNS = (
     ("balanced_accuracy_strict", "Balanced acc. (strict)"),
@@ -37,6 +38,9 @@ def _link(path: Path, root: Path) -> str:
 class HtmlReporter(BaseComponent):
     """``index.html``: run info, a summary table per split, every chart, links to tables and CSVs."""
 
+    #: it links what the other reporters wrote, so it runs after them (cytocompare.evaluation reads this)
+    runs_last: ClassVar[bool] = True
+
     def __init__(self, title: str = "") -> None:
         self.title = title
 
@@ -54,9 +58,7 @@ class HtmlReporter(BaseComponent):
                 out.append(f"<tr><th>{escape(key)}</th><td>{escape(str(info[key]))}</td></tr>")
         out.append(f"<tr><th>methods</th><td>{escape(', '.join(run.methods()))}</td></tr>")
         out.append(f"<tr><th>classes</th><td>{escape(', '.join(run.labels()))}</td></tr>")
-        pairs = ", ".join(f"{a}–{b}" for a, b in sorted(sorted(p) for p in run.tolerated_pairs()))
-        out.append(f"<tr><th>tolerated pairs</th><td>{escape(pairs or 'none')} "
-                   "(inferred from Table 1 of the paper)</td></tr>")
+        out.append(f"<tr><th>tolerated pairs</th><td>{escape(tolerance_note(run))}</td></tr>")
         for k, v in sorted(info.get("versions", {}).items()):
             out.append(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>")
         out.append("</table>")

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from cytocompare.base import BaseComponent
-from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat
+from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat, tolerance_note
 from cytocompare.rundir import RunDir
 
 _PR = ("precision_strict", "precision_tolerant", "recall_strict", "recall_tolerant")
@@ -34,13 +34,10 @@ def _split_line(run: RunDir, split: str, view: MetricsView) -> str:
     kind = desc.get("kind", "?")
     methods = view.methods(split)
     n_folds = max((view.n_folds(m, split) for m in methods), default=0)
-    pairs = ", ".join(f"{a}–{b}" for a, b in sorted(sorted(p) for p in run.tolerated_pairs())) or "none"
     return (
         f"Split `{split}`: {kind}, {n_folds} fold{'s' if n_folds != 1 else ''} "
         f"(values are mean ± sd over folds{'' if n_folds > 1 else '; one fold, so no sd'}). "
-        f"Tolerant metrics forgive the pairs {pairs}; this tolerance map is INFERRED from the "
-        "strict/tolerant differences in Table 1 of Matek et al. 2021, not published by the "
-        "authors (docs/tolerance.md)."
+        + tolerance_note(run)
     )
 
 
@@ -101,7 +98,7 @@ class PairedStatsReporter(BaseComponent):
     """``metrics/paired_<split>.csv`` and ``paired_<split>.md``: every pair of methods.
 
     Strict and tolerant criteria (column ``criterion``); see
-    :func:`cytocompare.stats.paired_comparisons` for the columns.
+    :func:`cytocompare.evaluation.paired_comparisons` for the columns.
     """
 
     def __init__(self, n_boot: int = 2000, seed: int = 0) -> None:
@@ -109,7 +106,8 @@ class PairedStatsReporter(BaseComponent):
         self.seed = seed
 
     def report(self, run_dir: Path) -> list[Path]:
-        from cytocompare.stats import PAIRED_COLUMNS, paired_comparisons
+        from cytocompare.evaluation import paired_comparisons
+        from cytocompare.stats import PAIRED_COLUMNS
 
         run = ensure_metrics(run_dir)
         written: list[Path] = []

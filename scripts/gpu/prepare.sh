@@ -3,7 +3,8 @@
 # that each fit one device-tool transfer (64 MiB, tracked files included):
 #   .device/p1 ... .device/pN-1   images only
 #   .device/pN                    images + wheels of the packages the device image lacks (pydantic,
-#                                 mahotas, captum, grad-cam, umap-learn, ...)
+#                                 mahotas, captum, grad-cam, umap-learn, ...) in whl/, and pytest's
+#                                 in whl-test/ (used only where the image has no pytest)
 # Images are dealt round-robin per class (after a seeded shuffle), so every part is class-stratified
 # and a run that receives only some parts still trains on a balanced random sample.
 #   PER_CLASS=all (default) or a number; PARTS=3 (default); SRC=../shared/data/matek-bm
@@ -39,6 +40,11 @@ for spec in pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.7.0 typing
 done
 # grad-cam is published as an sdist only: build its (pure-Python) wheel here
 python3 -m pip wheel -q --no-deps grad-cam==1.5.7 -w "$WHL"
+# pytest for run.sh's GPU tests, installed there only when the device image has none (kept apart,
+# so that an image's own pytest/pluggy is not shadowed)
+for spec in pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0 packaging==26.4; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${PLAT[@]}" -d "$WHL-test" "$spec"
+done
 tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
 status=0
 for k in $(seq 1 "$PARTS"); do
@@ -46,5 +52,5 @@ for k in $(seq 1 "$PARTS"); do
   echo "part p$k: $(find ".device/p$k" -name '*.jpg' | wc -l) images, $(( (tracked + part) / 1048576 )) MiB with the tracked files (limit 64)"
   [ $((tracked + part)) -lt "$LIMIT" ] || { echo "part p$k too large: raise PARTS or lower PER_CLASS" >&2; status=1; }
 done
-echo "staged: $(find .device -name '*.jpg' | wc -l) images in $PARTS parts, $(ls "$WHL" | wc -l) wheels in p$PARTS"
+echo "staged: $(find .device -name '*.jpg' | wc -l) images in $PARTS parts, $(ls "$WHL" | wc -l) + $(ls "$WHL-test" | wc -l) wheels in p$PARTS"
 exit $status

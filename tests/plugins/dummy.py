@@ -3,13 +3,14 @@
 import numpy as np
 
 from cytocompare import BaseComponent, hookimpl
+from cytocompare.protocols import Tags
 
 
 class MajorityClassifier(BaseComponent):
     """Predicts the most frequent training class (a floor every method must beat)."""
 
     input = "features"
-    tags = {"deterministic": True}
+    tags = Tags(deterministic=True)
 
     def __init__(self, strategy: str = "most_frequent") -> None:
         self.strategy = strategy
@@ -88,3 +89,32 @@ class CheckpointingPlugin:
     @hookimpl
     def register_classifiers(self, register):
         register("checkpointing", CheckpointingClassifier, description="majority class, trains into checkpoint_dir")
+
+
+class ReportingClassifier(MajorityClassifier):
+    """The majority classifier on images, with the optional runner capabilities: it says what
+    its fit chose (ReportsFit) and writes one artifact file (WritesArtifacts)."""
+
+    input = "images"
+
+    def __init__(self, strategy: str = "most_frequent", random_state: int = 0, n_jobs: int | None = None) -> None:
+        super().__init__(strategy)
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit_report(self):
+        return {"variant": "majority", "best_params": {"strategy": self.strategy}, "n_jobs": self.n_jobs}
+
+    def write_artifacts(self, out_dir, images, y_true):
+        from pathlib import Path
+
+        path = Path(out_dir) / "majority.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{self.majority_} for {len(images)} images\n")
+        return [path]
+
+
+class ReportingPlugin:
+    @hookimpl
+    def register_classifiers(self, register):
+        register("reporting", ReportingClassifier, description="majority class, reports its fit")

@@ -88,7 +88,7 @@ def main() -> None:
         est.fit(Xtr, ytr)
         dt = time.perf_counter() - t
         acc = float((est.predict(Xte) == yte).mean())
-        print(f"  {name:<22} fit {dt:6.2f} s   test acc {acc:.3f}   best {est.best_params_}")
+        print(f"  {name:<22} fit {dt:6.2f} s   test acc {acc:.3f}   best {est.fit_report()['best_params']}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ def register_feature_extractors(register):
         "cytocompare_classical.extractor:HandcraftedFeatures",
         description="Nucleus/cytoplasm segmentation + >6,000 named shape, colour and texture features",
         fast_params={"profile": "quick"},
-        tags={"deterministic": True},
     )
 
 
@@ -24,7 +23,6 @@ def register_feature_selectors(register):
         "cytocompare_classical.mrmr:MRMRSelector",
         description="Minimum-redundancy-maximum-relevance (Peng 2005), MID or MIQ on discretised features",
         fast_params={"k": 5},
-        tags={"deterministic": True},
     )
 
 
@@ -35,12 +33,10 @@ def register_classifiers(register):
         "cytocompare_classical.svm:RBFSVM",
         description="Standardised features, RBF SVC, C and gamma chosen by CV on the training part",
         fast_params={"param_grid": None},
-        tags={"deterministic": True},
     )
     register(
         "svm-nystroem",
         "cytocompare_classical.svm:NystroemSVM",
         description="Nystroem kernel approximation + linear SVM: the RBF SVM at paper scale",
         fast_params={"n_components": 50},
-        tags={"deterministic": True},
     )

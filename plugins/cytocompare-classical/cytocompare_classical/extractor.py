@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import TransformerMixin
 
 from cytocompare.base import BaseComponent
 from cytocompare.errors import DataError
-from cytocompare_classical.features import compute_features, feature_names, get_profile
+from cytocompare.protocols import Tags
+from cytocompare_classical.features import FeatureSet, compute_features, feature_set
+from cytocompare_classical.segmentation import SegmentationParams
 
 
 _BLAS: Any = None
@@ -28,9 +32,10 @@ def _single_threaded_blas() -> Any:
     return _BLAS.limit(limits=1)
 
 
-def _one(rgb: np.ndarray, profile: str, mask_path: str | None) -> tuple[np.ndarray, bool, str]:
+def _one(rgb: np.ndarray, features: FeatureSet, segmentation: SegmentationParams,
+         mask_path: str | None) -> tuple[np.ndarray, bool, str]:
     with _single_threaded_blas():
-        row, seg = compute_features(rgb, profile)
+        row, seg = compute_features(rgb, features, segmentation=segmentation)
     if mask_path is not None:
         from cytocompare_classical.segmentation import save_masks
 
@@ -38,12 +43,20 @@ def _one(rgb: np.ndarray, profile: str, mask_path: str | None) -> tuple[np.ndarr
     return row.astype(np.float32), seg.ok, seg.reason
 
 
-class HandcraftedFeatures(BaseComponent):
+class HandcraftedFeatures(TransformerMixin, BaseComponent):
     """Segment the central cell (nucleus, cytoplasm) and compute named handcrafted features.
 
     Parameters
     ----------
-    profile : "full" (>6,000 features) or "quick" (a few hundred, for CI).
+    profile : "full" (>6,000 features) or "quick" (a few hundred, for CI): the settings every
+        feature family starts from.
+    feature_settings : per-family overrides of the profile's settings, e.g.
+        ``{"haralick": {"distances": [1, 2]}, "tas": {"channels": []}}`` (docs/features.md lists
+        each family's settings); an unknown family or setting, or a bad value, raises
+        ``ValueError`` naming it. Changes the feature names, hence the feature cache's key.
+    segmentation : overrides of the segmentation's thresholds and sizes
+        (:class:`~cytocompare_classical.segmentation.SegmentationParams`, e.g.
+        ``{"min_violet": 20}``); an unknown key raises ``ValueError`` naming it.
     on_segmentation_failure : "fill" writes a row of fill values with ``qc.segmentation_ok = 0``
         and records the failure in ``failures_``; "raise" raises :class:`DataError` naming the
         image and the reason.
@@ -58,49 +71,58 @@ class HandcraftedFeatures(BaseComponent):
         ``transform``.
     """
 
-    tags: ClassVar[dict[str, Any]] = {"deterministic": True}
+    tags: ClassVar[Tags] = Tags(deterministic=True)
 
     def __init__(self, profile: str = "full", on_segmentation_failure: str = "fill", n_jobs: int = 1,
-                 mask_dir: str | None = None) -> None:
+                 mask_dir: str | None = None, feature_settings: Mapping[str, Mapping[str, Any]] | None = None,
+                 segmentation: Mapping[str, Any] | None = None) -> None:
         self.profile = profile
         self.on_segmentation_failure = on_segmentation_failure
         self.n_jobs = n_jobs
         self.mask_dir = mask_dir
+        self.feature_settings = feature_settings
+        self.segmentation = segmentation
 
-    def _validate(self) -> None:
-        get_profile(self.profile)
+    def _features(self) -> FeatureSet:
+        return feature_set(self.profile, self.feature_settings)
+
+    def _validate(self) -> tuple[FeatureSet, SegmentationParams]:
+        """The configured families and segmentation; raises ``ValueError`` naming a bad parameter."""
+        features = self._features()
+        segmentation = SegmentationParams.from_mapping(self.segmentation)
         if self.on_segmentation_failure not in ("fill", "raise"):
             raise ValueError(f"on_segmentation_failure must be 'fill' or 'raise', got {self.on_segmentation_failure!r}")
         if not isinstance(self.n_jobs, int) or self.n_jobs == 0:
             raise ValueError(f"n_jobs must be a non-zero integer, got {self.n_jobs!r}")
+        return features, segmentation
 
     def fit(self, images: Any, y: np.ndarray | None = None) -> HandcraftedFeatures:
         """Stateless: validates the parameters and records the feature names."""
-        self._validate()
-        self.feature_names_ = feature_names(self.profile)
+        features, _ = self._validate()
+        self.feature_names_ = features.names()
         self.n_features_out_ = len(self.feature_names_)
         return self
 
     def get_feature_names_out(self) -> list[str]:
-        return list(feature_names(self.profile))
+        return self._features().names()
 
     def transform(self, images: Any) -> np.ndarray:
         """float32 array (n_images, n_features); all values finite."""
-        self._validate()
+        features, segmentation = self._validate()
         n = len(images)
-        names = feature_names(self.profile)
+        names = features.names()
         paths = [str(p) for p in getattr(images, "paths", [f"image {i}" for i in range(n)])]
         mask_paths: list[str | None] = [None] * n
         if self.mask_dir is not None:
             Path(self.mask_dir).mkdir(parents=True, exist_ok=True)
             mask_paths = [str(Path(self.mask_dir) / f"{i:06d}_{Path(p).stem}.png") for i, p in enumerate(paths)]
         if self.n_jobs == 1 or n < 2:
-            results = [_one(images[i], self.profile, mask_paths[i]) for i in range(n)]
+            results = [_one(images[i], features, segmentation, mask_paths[i]) for i in range(n)]
         else:
             from joblib import Parallel, delayed
 
             results = Parallel(n_jobs=self.n_jobs, backend="loky")(
-                delayed(_one)(images[i], self.profile, mask_paths[i]) for i in range(n)
+                delayed(_one)(images[i], features, segmentation, mask_paths[i]) for i in range(n)
             )
         out = np.empty((n, len(names)), dtype=np.float32)
         self.failures_ = []

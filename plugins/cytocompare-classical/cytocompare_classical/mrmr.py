@@ -29,13 +29,18 @@ import sys
 import types
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numba
 import numpy as np
+from sklearn.base import TransformerMixin
+# scikit-learn's parameter-constraint types (private module; the ``_parameter_constraints`` way)
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from cytocompare.base import BaseComponent, check_is_fitted
-from cytocompare_classical._validation import check_X
+from cytocompare.protocols import Tags
+from cytocompare_classical._validation import validate_features, validate_training_data
 from cytocompare_classical.discretize import apply_thresholds, fit_thresholds
 
 __all__ = ["MRMRSelector", "mrmr_select", "mutual_information", "PYMRMR_INSTALL_HINT"]
@@ -426,8 +431,13 @@ def pymrmr_select(
 # the component
 # --------------------------------------------------------------------------------------------
 
-class MRMRSelector(BaseComponent):
+class MRMRSelector(TransformerMixin, BaseComponent):
     """mRMR feature selection (Peng 2005) on features discretised with training thresholds.
+
+    A scikit-learn transformer (``fit_transform``, ``Pipeline``, ``GridSearchCV``; it passes
+    ``check_estimator``). Not a ``SelectorMixin``: that mixin keeps columns in input order, and
+    this selector keeps them in pick order (``transform`` and ``get_support(indices=True)``), the
+    order the runner records and the classifier sees.
 
     Parameters
     ----------
@@ -445,7 +455,9 @@ class MRMRSelector(BaseComponent):
         States for ``"quantile"``.
     backend : {"native", "pymrmr"}
         ``"native"``: this module's implementation (same picks, much faster). ``"pymrmr"``:
-        Peng's C++ via the optional, academic-licence pymrmr package.
+        the picks come from Peng's C++ via the optional, academic-licence pymrmr package (the
+        native selection still runs, for ``relevance_``; ``scores_`` are NaN, as pymrmr does
+        not return its criterion values). Only with the default ``pool_size``.
     pool_size : int or None
         Candidates are the ``pool_size`` most relevant features (pymrmr: 5000, fixed);
         ``None`` considers all.
@@ -465,7 +477,16 @@ class MRMRSelector(BaseComponent):
     warnings_ : list of str
     """
 
-    tags = {"deterministic": True}
+    tags: ClassVar[Tags] = Tags(deterministic=True)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "method": [StrOptions({"MIQ", "MID"})],
+        "discretization": [StrOptions({"sigma", "quantile"})],
+        "sigma_k": [Interval(Real, 0, None, closed="left")],
+        "n_bins": [Interval(Integral, 2, 255, closed="both")],
+        "backend": [StrOptions({"native", "pymrmr"})],
+        "pool_size": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(
         self,
@@ -485,35 +506,27 @@ class MRMRSelector(BaseComponent):
         self.backend = backend
         self.pool_size = pool_size
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # supervised: relevance is I(feature; class)
+        return tags
+
     def _validate(self) -> None:
-        if self.method not in ("MIQ", "MID"):
-            raise ValueError(f"method must be 'MIQ' or 'MID', got {self.method!r}")
-        if self.discretization not in ("sigma", "quantile"):
-            raise ValueError(f"discretization must be 'sigma' or 'quantile', got {self.discretization!r}")
-        if self.backend not in ("native", "pymrmr"):
-            raise ValueError(f"backend must be 'native' or 'pymrmr', got {self.backend!r}")
-        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
+        """Constructor parameters against ``_parameter_constraints`` (scikit-learn's messages)."""
+        self._validate_params()
+        if isinstance(self.k, bool):  # an Integral to Python, not a number of features
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        if self.pool_size is not None and (not isinstance(self.pool_size, (int, np.integer)) or self.pool_size < 1):
-            raise ValueError(f"pool_size must be a positive integer or None, got {self.pool_size!r}")
 
     def discretize(self, X: np.ndarray) -> np.ndarray:
         """uint8 codes (n_samples, n_features) of ``X`` with the fitted training thresholds."""
         check_is_fitted(self, "thresholds_")
-        X = self._check_X(X, self.n_features_in_)
+        X = validate_features(self, X, reset=False)
         return apply_thresholds(X, self.thresholds_, self.discretization)
-
-    @staticmethod
-    def _check_X(X: Any, n_features: int | None = None) -> np.ndarray:
-        return check_X(X, n_features, fitted="this selector")
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> MRMRSelector:
         """Fit thresholds on ``X`` (the training rows) and select ``k`` columns."""
         self._validate()
-        X = self._check_X(X)
-        y = np.asarray(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels")
+        X, y = validate_training_data(self, X, y)
         p = X.shape[1]
         thresholds = fit_thresholds(X, self.discretization, self.sigma_k, self.n_bins)
         codes_fm = apply_thresholds(X, thresholds, self.discretization, feature_major=True)
@@ -536,12 +549,12 @@ class MRMRSelector(BaseComponent):
                     f"the pymrmr backend always uses a pool of {PYMRMR_POOL_SIZE} features; "
                     f"pool_size={self.pool_size} cannot be honoured (use backend='native')"
                 )
-            # picks from Peng's own code; relevance/scores stay the native values (same maths)
+            # the picks from Peng's own code; relevance_ stays the native I(f;c) (the same maths);
+            # pymrmr does not return its criterion values, so scores_ are NaN
             picks = pymrmr_select(codes_fm.T, yc, k, self.method)
             scores = [float("nan")] * len(picks)
 
         self.thresholds_ = thresholds
-        self.n_features_in_ = p
         self.classes_ = classes
         self.relevance_ = relevance
         self.selected_ = np.asarray(picks, dtype=np.int64)
@@ -552,15 +565,8 @@ class MRMRSelector(BaseComponent):
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The selected columns of ``X``, in pick order."""
         check_is_fitted(self, "selected_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X must have shape (n, {self.n_features_in_}), got {X.shape}"
-            )
+        X = validate_features(self, X, reset=False)
         return X[:, self.selected_]
-
-    def fit_transform(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self.fit(X, y).transform(X)
 
     def get_support(self, indices: bool = False) -> np.ndarray:
         """Boolean mask over input columns, or (``indices=True``) the picks in pick order."""

@@ -2,27 +2,34 @@
 
 In May-Grünwald-Giemsa the nucleus is dark violet: it is the darkest object in the **green**
 channel (violet absorbs green strongly) and it is much bluer than green (``B - G`` large), while
-erythrocytes are pink/red (``B - G`` small) and the background is bright and grey. The algorithm:
+erythrocytes are pink/red (``B - G`` small) and the background is bright and grey. The algorithm,
+one function per step (``segment_cell`` runs them in order):
 
-1. Nucleus candidates: the lowest class of a 3-class multi-Otsu threshold on the smoothed green
-   channel (classes ≈ nucleus / cytoplasm+erythrocytes / background), kept only where the pixel
-   is violet (``B - G`` above a margin), cleaned by opening, hole filling and small-object removal.
-2. The central nucleus: the candidate component nearest the image centre (the dataset centres
-   the annotated cell); fragments within ``merge_radius`` of it are merged, so that the lobes of
-   a segmented neutrophil form one nucleus.
-3. Cytoplasm: foreground (darker than a second Otsu threshold on green, or clearly coloured)
-   around the nucleus, limited to the pixels nearer to the chosen nucleus than to any other
-   nucleus (a Voronoi split, which separates touching neighbour cells), within a maximal
+1. ``smoothed_green_and_violet`` and ``green_thresholds``: a 3-class multi-Otsu threshold on the
+   smoothed green channel (classes ≈ nucleus / cytoplasm+erythrocytes / background).
+2. ``nucleus_candidates``: pixels of the lowest class that are violet (``B - G`` above a margin),
+   cleaned by opening, hole filling and small-object removal.
+3. ``central_component`` and ``merge_lobes``: the candidate nearest the image centre (the dataset
+   centres the annotated cell); fragments within ``merge_radius`` of it are merged, so that the
+   lobes of a segmented neutrophil form one nucleus.
+4. ``cytoplasm_and_cell``: foreground (darker than the background threshold on green and
+   bluish) around the nucleus, limited to the pixels nearer to the chosen nucleus than to any
+   other nucleus (a Voronoi split, which separates touching neighbour cells), within a maximal
    distance of the nucleus, opened to cut thin bridges, and kept connected to the nucleus.
 
+Every threshold and size is a field of :class:`SegmentationParams` (defaults tuned on the Matek
+images), which the ``handcrafted`` extractor takes as its ``segmentation`` parameter.
+
 A failure (blank or uniform image, no violet object) returns ``ok=False`` with a reason and empty
-masks; it never raises.
+masks; only an array that is not an RGB image raises.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -86,122 +93,250 @@ def _label_min(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return out[1:]
 
 
-def segment_cell(
-    rgb: np.ndarray,
-    *,
-    min_violet: float = 25.0,
-    min_contrast: float = 30.0,
-    merge_radius: float = 12.0,
-    max_cytoplasm_width: float = 70.0,
-) -> Segmentation:
+@dataclass(frozen=True)
+class SegmentationParams:
+    """The thresholds and sizes of :func:`segment_cell`; sizes are in pixels at a 250 px image
+    side and scale with the image (the defaults are tuned on the Matek MGG images).
+
+    Reach them from a protocol through the extractor: ``handcrafted`` with
+    ``params: {segmentation: {min_violet: 20}}``; :meth:`from_mapping` names a bad key.
+    """
+
+    min_contrast: float = field(default=30.0, metadata={"doc": (
+        "minimum spread (99th - 1st percentile of the smoothed green channel) for anything to be "
+        "segmented; below it the image is treated as blank")})
+    smoothing_sigma: float = field(default=1.0, metadata={"doc": (
+        "Gaussian sigma (px) applied to green and blue before thresholding (JPEG block noise, granules)")})
+    min_violet: float = field(default=25.0, metadata={"doc": (
+        "minimum `B - G` (0-255 scale) of a nucleus pixel: nuclei measure ~60-120 on the Matek "
+        "images, erythrocytes ~0-20")})
+    nucleus_opening_radius: float = field(default=2.0, metadata={"doc": (
+        "radius (px) of the opening that cleans the nucleus candidates")})
+    min_nucleus_area: float = field(default=150.0, metadata={"doc": (
+        "smallest nucleus candidate kept (px at 250 px side; scales with the area)")})
+    merge_radius: float = field(default=12.0, metadata={"doc": (
+        "nucleus fragments whose gap to the central component is at most this (px) are merged "
+        "into it (lobes of segmented neutrophils)")})
+    cytoplasm_violet_range: tuple[float, float] = field(default=(30.0, 60.0), metadata={"doc": (
+        "the `B - G` threshold separating bluish/lilac cytoplasm from pink erythrocytes and grey "
+        "background (an Otsu split of the non-nucleus pixels) is clipped to this range")})
+    max_cytoplasm_width: float = field(default=70.0, metadata={"doc": (
+        "the cytoplasm extends at most this far (px) from the nucleus, so that neighbouring "
+        "foreground is not absorbed when no edge separates it")})
+    cytoplasm_smoothing_radius: float = field(default=3.0, metadata={"doc": (
+        "radius (px) of the closing (bridges gaps between granules) and then the opening (cuts "
+        "thin bridges to neighbours) of the cytoplasm")})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "cytoplasm_violet_range":
+                ok = (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)
+                      and value[0] <= value[1])
+                if not ok:
+                    raise ValueError(f"segmentation parameter cytoplasm_violet_range must be [low, high] with "
+                                     f"low <= high, got {value!r}")
+            elif not _is_number(value) or value < 0:
+                raise ValueError(f"segmentation parameter {f.name} must be a number >= 0, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, values: SegmentationParams | Mapping[str, Any] | None) -> SegmentationParams:
+        """Parameters from a protocol's mapping (lists become tuples); the defaults for ``None``.
+        An unknown key raises ``ValueError`` naming it and listing the valid ones."""
+        if values is None:
+            return cls()
+        if isinstance(values, SegmentationParams):
+            return values
+        if not isinstance(values, Mapping):
+            raise ValueError(f"segmentation parameters must be a mapping, got {values!r}")
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown segmentation parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(valid)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def describe(self) -> dict[str, tuple[Any, str]]:
+        """name → (value, description), for the docs."""
+        return {f.name: (getattr(self, f.name), f.metadata["doc"]) for f in fields(self)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+class _Failed(Exception):
+    """A step found no plausible cell: ``segment_cell`` returns a failed Segmentation."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _scaled(pixels: float, scale: float, minimum: int = 1) -> int:
+    """A radius given at 250 px side, rounded for this image."""
+    return max(int(round(pixels * scale)), minimum)
+
+
+def segment_cell(rgb: np.ndarray, params: SegmentationParams | Mapping[str, Any] | None = None) -> Segmentation:
     """Segment the cell at the image centre into nucleus and cytoplasm.
 
     Parameters
     ----------
     rgb : (H, W, 3) uint8 RGB image.
-    min_violet : minimum ``B - G`` (0-255 scale) of a nucleus pixel. Nuclei measure ~60-120 on
-        the Matek images, erythrocytes ~0-20, so 25 rejects erythrocytes with margin.
-    min_contrast : minimum spread (99th - 1st percentile of green) for anything to be segmented;
-        below it the image is treated as blank.
-    merge_radius : nucleus fragments whose gap to the central component is at most this many
-        pixels (at 250 px image side) are merged into it (lobes of segmented neutrophils).
-    max_cytoplasm_width : the cytoplasm extends at most this many pixels (at 250 px) from the
-        nucleus; it stops neighbouring foreground from being absorbed when no edge separates it.
+    params : :class:`SegmentationParams` or a mapping of some of its fields (the rest keep their
+        defaults); ``None`` for the defaults.
 
     Returns
     -------
     Segmentation
+        ``ok=False`` with a reason (and empty masks) when no plausible nucleus is found; only a
+        non-RGB array raises.
     """
+    p = SegmentationParams.from_mapping(params)
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
     h, w = rgb.shape[:2]
-    if min(h, w) < 16:
-        # too small to hold a cell with a nucleus and a cytoplasm rim at any sensible scale
-        return _failed((h, w), f"image too small ({h}x{w}); need at least 16x16")
-    scale = min(h, w) / _REF_SIDE
-    img = rgb.astype(np.float32)
-    # sigma 1 smoothing removes JPEG block noise and granules before thresholding
-    green = ndi.gaussian_filter(img[..., 1], 1.0)
-    blue = ndi.gaussian_filter(img[..., 2], 1.0)
-    violet = blue - green
-
-    lo, hi = np.percentile(green, [1, 99])
-    if hi - lo < min_contrast:
-        return _failed((h, w), f"no contrast (green spread {hi - lo:.1f} < {min_contrast})")
+    thresholds: tuple[float, float] = (np.nan, np.nan)
     try:
-        t_nuc, t_bg = (float(t) for t in threshold_multiotsu(green, classes=3, nbins=128))
-    except ValueError:
-        return _failed((h, w), "thresholding failed (too few distinct grey levels)")
-
-    min_area = max(int(round(150 * scale * scale)), 4)
-    open_r = max(int(round(2 * scale)), 1)
-    cand = (green <= t_nuc) & (violet >= min_violet)
-    cand = ndi.binary_opening(cand, structure=_disk(open_r))
-    cand = _fill_holes(cand)
-    labels, n = ndi.label(cand)
-    if n == 0:
-        return _failed((h, w), "no violet nucleus found (no dark object with B - G >= %g)" % min_violet, (t_nuc, t_bg))
-    idx = np.arange(1, n + 1)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(float)
-    keep = areas >= min_area
-    if not keep.any():
-        return _failed((h, w), f"no violet object larger than {min_area} px", (t_nuc, t_bg))
-
-    yy, xx = np.mgrid[0:h, 0:w]
-    centre_d = np.hypot(yy - (h - 1) / 2.0, xx - (w - 1) / 2.0)
-    dmin = _label_min(centre_d, labels, n)
-    dmin = np.where(keep, dmin, np.inf)
-    # nearest component to the centre; among components touching it (distance ~0) the largest wins
-    order = np.lexsort((-areas, np.round(dmin / max(4.0 * scale, 1.0))))
-    chosen = int(idx[order[0]])
-    nucleus = labels == chosen
-
-    # merge lobes: other large-enough fragments within merge_radius of the chosen component
-    gap = ndi.distance_transform_edt(~nucleus)
-    gaps = _label_min(gap, labels, n)
-    merged = keep & (gaps <= merge_radius * scale)
-    merged[chosen - 1] = True
-    nucleus = np.isin(labels, idx[merged])
-    n_frag = int(merged.sum())
-
-    # cytoplasm: foreground = not background AND bluish/lilac. White-cell cytoplasm in MGG is
-    # blue to lilac (B - G ~ 60-100 on the Matek images), erythrocytes and the background are
-    # pinkish-grey (B - G ~ 10-35); an Otsu split of B - G over the non-nucleus pixels separates
-    # them, clipped to a plausible range so that an image without erythrocytes is not over-split.
-    rest = violet[~cand]
-    t_cv = float(np.clip(threshold_otsu(rest) if rest.size and np.ptp(rest) > 0 else 40.0, 30.0, 60.0))
-    fg = (green < t_bg) & (violet > t_cv)
-    other_nuclei = np.isin(labels, idx[keep & ~merged])
-    # Voronoi split between the chosen nucleus and the other nuclei (neighbour cells)
-    d_own = ndi.distance_transform_edt(~nucleus)
-    if other_nuclei.any():
-        d_other = ndi.distance_transform_edt(~other_nuclei)
-        territory = d_own < d_other
-    else:
-        territory = np.ones_like(nucleus)
-    cyto = fg & territory & (d_own <= max_cytoplasm_width * scale) & ~nucleus & ~other_nuclei
-    # closing bridges the gaps between granules of pale cytoplasm; opening then cuts thin
-    # bridges to neighbouring objects
-    cyto = ndi.binary_closing(cyto, structure=_disk(max(int(round(3 * scale)), 1)))
-    cyto = ndi.binary_opening(cyto, structure=_disk(max(int(round(3 * scale)), 1)))
-    cell = _fill_holes(cyto | nucleus)
-    lab_cell, _ = ndi.label(cell)
-    keep_labels = np.unique(lab_cell[nucleus])
-    cell = np.isin(lab_cell, keep_labels[keep_labels > 0])
-    cell = _fill_holes(cell)
-    cyto = cell & ~nucleus
-
+        check_size(h, w)
+        scale = min(h, w) / _REF_SIDE
+        green, violet = smoothed_green_and_violet(rgb, p.smoothing_sigma)
+        thresholds = green_thresholds(green, p.min_contrast)
+        t_nuc, t_bg = thresholds
+        cand, labels, n, areas, keep = nucleus_candidates(green, violet, t_nuc, p, scale)
+        centre_d = centre_distance((h, w))
+        chosen = central_component(labels, n, areas, keep, centre_d, scale)
+        nucleus, merged = merge_lobes(labels, n, keep, chosen, p.merge_radius * scale)
+        cyto, cell = cytoplasm_and_cell(green, violet, cand, labels, keep, merged, nucleus, t_bg, p, scale)
+    except _Failed as failure:
+        return _failed((h, w), failure.reason, thresholds)
     return Segmentation(
         nucleus=nucleus,
         cytoplasm=cyto,
         cell=cell,
         ok=True,
-        n_nucleus_fragments=n_frag,
+        n_nucleus_fragments=int(merged.sum()),
         centre_distance=float(centre_d[nucleus].min()),
         thresholds=(t_nuc, t_bg),
         extra={"nucleus_area": float(nucleus.sum()), "cytoplasm_area": float(cyto.sum())},
     )
+
+
+# ------------------------------------------------------------------------------ the steps, in order
+
+
+def check_size(h: int, w: int) -> None:
+    """An image below 16 x 16 cannot hold a nucleus with a cytoplasm rim at any scale."""
+    if min(h, w) < 16:
+        raise _Failed(f"image too small ({h}x{w}); need at least 16x16")
+
+
+def smoothed_green_and_violet(rgb: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1: the smoothed green channel (nuclei are darkest there) and ``violet = B - G``
+    (large for nuclei and cytoplasm, small for erythrocytes and background), float32."""
+    img = rgb.astype(np.float32)
+    green = ndi.gaussian_filter(img[..., 1], sigma)
+    blue = ndi.gaussian_filter(img[..., 2], sigma)
+    return green, blue - green
+
+
+def green_thresholds(green: np.ndarray, min_contrast: float) -> tuple[float, float]:
+    """Step 1: (nucleus, background) thresholds of a 3-class multi-Otsu on green (classes ≈
+    nucleus / cytoplasm and erythrocytes / background); fails on a blank or uniform image."""
+    lo, hi = np.percentile(green, [1, 99])
+    if hi - lo < min_contrast:
+        raise _Failed(f"no contrast (green spread {hi - lo:.1f} < {min_contrast})")
+    try:
+        t_nuc, t_bg = (float(t) for t in threshold_multiotsu(green, classes=3, nbins=128))
+    except ValueError:
+        raise _Failed("thresholding failed (too few distinct grey levels)") from None
+    return t_nuc, t_bg
+
+
+def nucleus_candidates(
+    green: np.ndarray, violet: np.ndarray, t_nuc: float, p: SegmentationParams, scale: float
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """Step 2: dark (green <= t_nuc) and violet pixels, opened and hole-filled, labelled.
+
+    Returns the candidate mask, its labels, their number, their areas and which are large enough
+    (``min_nucleus_area``); fails when no violet object, or none large enough, exists.
+    """
+    min_area = max(int(round(p.min_nucleus_area * scale * scale)), 4)
+    cand = (green <= t_nuc) & (violet >= p.min_violet)
+    cand = ndi.binary_opening(cand, structure=_disk(_scaled(p.nucleus_opening_radius, scale)))
+    cand = _fill_holes(cand)
+    labels, n = ndi.label(cand)
+    if n == 0:
+        raise _Failed("no violet nucleus found (no dark object with B - G >= %g)" % p.min_violet)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(float)
+    keep = areas >= min_area
+    if not keep.any():
+        raise _Failed(f"no violet object larger than {min_area} px")
+    return cand, labels, n, areas, keep
+
+
+def centre_distance(shape: tuple[int, int]) -> np.ndarray:
+    """Distance of every pixel to the image centre."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.hypot(yy - (h - 1) / 2.0, xx - (w - 1) / 2.0)
+
+
+def central_component(
+    labels: np.ndarray, n: int, areas: np.ndarray, keep: np.ndarray, centre_d: np.ndarray, scale: float
+) -> int:
+    """Step 3: the label of the kept component nearest the image centre (the dataset centres the
+    annotated cell); among components about as near (4 px bins at 250 px) the largest wins."""
+    dmin = np.where(keep, _label_min(centre_d, labels, n), np.inf)
+    order = np.lexsort((-areas, np.round(dmin / max(4.0 * scale, 1.0))))
+    return int(order[0]) + 1
+
+
+def merge_lobes(
+    labels: np.ndarray, n: int, keep: np.ndarray, chosen: int, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: the nucleus = the chosen component and every kept fragment within ``radius`` px of
+    it (the lobes of a segmented neutrophil). Returns the mask and which labels were merged."""
+    gap = ndi.distance_transform_edt(labels != chosen)
+    merged = keep & (_label_min(gap, labels, n) <= radius)
+    merged[chosen - 1] = True
+    return np.isin(labels, np.arange(1, n + 1)[merged]), merged
+
+
+def cytoplasm_and_cell(
+    green: np.ndarray, violet: np.ndarray, cand: np.ndarray, labels: np.ndarray, keep: np.ndarray,
+    merged: np.ndarray, nucleus: np.ndarray, t_bg: float, p: SegmentationParams, scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: the cytoplasm and the cell (``cell = nucleus | cytoplasm``, holes filled).
+
+    Foreground = darker than the background threshold and bluish/lilac: white-cell cytoplasm in
+    MGG is blue to lilac (B - G ~ 60-100 on the Matek images), erythrocytes and background are
+    pinkish-grey (B - G ~ 10-35); an Otsu split of B - G over the non-nucleus pixels separates
+    them, clipped to ``cytoplasm_violet_range`` so that an image without erythrocytes is not
+    over-split. It is limited to the pixels nearer the chosen nucleus than any other nucleus (a
+    Voronoi split separating touching neighbours) and to ``max_cytoplasm_width``, smoothed, and
+    kept only where connected to the nucleus.
+    """
+    rest = violet[~cand]
+    lo, hi = p.cytoplasm_violet_range
+    t_cv = float(np.clip(threshold_otsu(rest) if rest.size and np.ptp(rest) > 0 else 40.0, lo, hi))
+    fg = (green < t_bg) & (violet > t_cv)
+    other_nuclei = np.isin(labels, np.arange(1, keep.size + 1)[keep & ~merged])  # keep: one entry per label
+    d_own = ndi.distance_transform_edt(~nucleus)
+    if other_nuclei.any():
+        territory = d_own < ndi.distance_transform_edt(~other_nuclei)
+    else:
+        territory = np.ones_like(nucleus)
+    cyto = fg & territory & (d_own <= p.max_cytoplasm_width * scale) & ~nucleus & ~other_nuclei
+    disk = _disk(_scaled(p.cytoplasm_smoothing_radius, scale))
+    cyto = ndi.binary_opening(ndi.binary_closing(cyto, structure=disk), structure=disk)
+    cell = _fill_holes(cyto | nucleus)
+    lab_cell, _ = ndi.label(cell)
+    keep_labels = np.unique(lab_cell[nucleus])
+    cell = _fill_holes(np.isin(lab_cell, keep_labels[keep_labels > 0]))
+    return cell & ~nucleus, cell
 
 
 def overlay(rgb: np.ndarray, seg: Segmentation) -> np.ndarray:

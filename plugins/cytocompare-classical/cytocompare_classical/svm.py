@@ -1,39 +1,57 @@
 """SVM classifiers of the classical arm: exact RBF SVC, and Nystroem + linear SVM for paper scale.
 
-Both standardise the features (fitted on the training rows), accept string labels and expose
-``classes_`` sorted. Hyper-parameters are chosen by stratified k-fold CV on the *training* data
-passed to ``fit`` only; the test rows never reach the search.
+Both are scikit-learn classifiers (``ClassifierMixin``): they standardise the features (fitted on
+the training rows), accept string labels and expose ``classes_`` sorted. Hyper-parameters are
+chosen by stratified k-fold CV on the *training* data passed to ``fit`` only; the test rows never
+reach the search. What a fit chose is reported by ``fit_report()`` (the ``ReportsFit`` protocol).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.kernel_approximation import Nystroem
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
+from sklearn.utils.metaestimators import available_if
+# scikit-learn's parameter-constraint types: private module, but the documented way for
+# ``_parameter_constraints`` (scikit-learn >= 1.2; its estimators use exactly these)
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from cytocompare.base import BaseComponent, check_is_fitted
+from cytocompare.protocols import Tags
 
-from cytocompare_classical._validation import check_X
+from cytocompare_classical._validation import validate_features, validate_training_data
 
-__all__ = ["RBFSVM", "NystroemSVM", "DEFAULT_RBF_GRID"]
+__all__ = ["RBFSVM", "NystroemSVM", "DEFAULT_RBF_GRID", "DEFAULT_NYSTROEM_GRID"]
 
 #: the default search of RBFSVM (``param_grid="default"``); gamma acts on standardised features
 DEFAULT_RBF_GRID: dict[str, list[Any]] = {"C": [1, 10, 100], "gamma": ["scale", 0.01, 0.001]}
 #: the default search of NystroemSVM (``param_grid="default"``): C of the linear SVM only
 DEFAULT_NYSTROEM_GRID: dict[str, list[Any]] = {"C": [0.1, 1, 10]}
+#: the hyper-parameters a ``param_grid`` may search (both SVMs)
+_SEARCHABLE = ("C", "gamma")
+
+#: constraints both SVMs share (scikit-learn's ``_parameter_constraints`` format)
+_COMMON_CONSTRAINTS: dict[str, list[Any]] = {
+    "C": [Interval(Real, 0, None, closed="neither")],
+    "class_weight": [StrOptions({"balanced"}), dict, None],
+    "param_grid": [StrOptions({"default"}), dict, None],
+    "cv": [Interval(Integral, 2, None, closed="left")],
+    "scoring": [str, callable],
+    "max_train_samples": [Interval(Integral, 1, None, closed="left"), None],
+    "n_jobs": [Integral, None],
+    "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both"), None],
+}
 
 
-def _check_X(X: Any, n_features: int | None = None) -> np.ndarray:
-    return check_X(X, n_features, fitted="the classifier")
-
-
-def _stratified_subsample(y: np.ndarray, n: int, min_per_class: int, seed: int) -> np.ndarray:
+def _stratified_subsample(y: np.ndarray, n: int, min_per_class: int, seed: int | None) -> np.ndarray:
     """Sorted row indices of a class-proportional subsample of about ``n`` rows.
 
     Every class keeps at least ``min(count, min_per_class)`` rows, so CV folds stay stratified
@@ -50,22 +68,60 @@ def _stratified_subsample(y: np.ndarray, n: int, min_per_class: int, seed: int) 
     return np.sort(np.concatenate(keep))
 
 
-class _SVMBase(BaseComponent):
-    """Shared fit logic: label coding, optional subsampled grid search, final fit on all rows."""
+def _jsonable(value: Any) -> Any:
+    """Plain Python values for a JSON fit report (numpy scalars from a grid become int/float)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
 
-    input = "features"
-    variant: str = ""
 
-    # subclasses set these
+def _uncalibrated(est: Any) -> bool:
+    """The final model's predictions follow its margins (no probability calibration on top)."""
+    return not getattr(est, "probability", False)
+
+
+class _SVMBase(ClassifierMixin, BaseComponent):
+    """Shared fit logic: label coding, optional subsampled grid search, final fit on all rows.
+
+    A subclass names its ``variant`` and ``default_grid`` and builds its ``_pipeline``; the search
+    keys and values of "C" and "gamma" can be redirected (``_search_key``/``_search_values``).
+    """
+
+    input: ClassVar[str] = "features"
+    tags: ClassVar[Tags] = Tags(deterministic=True)
+    variant: ClassVar[str] = ""
+    #: what ``param_grid="default"`` searches
+    default_grid: ClassVar[dict[str, list[Any]]] = {}
+
     def _pipeline(self, n_samples: int, n_features: int, final: bool = False,
                   **overrides: Any) -> Pipeline:  # pragma: no cover
         raise NotImplementedError
 
-    def _grid(self) -> dict[str, list[Any]] | None:  # pragma: no cover
-        raise NotImplementedError
+    # ------------------------------------------------------------ hyper-parameters
+    def _grid(self) -> dict[str, list[Any]] | None:
+        """The search: None (use C and gamma as given), the default grid, or the user's dict."""
+        if self.param_grid is None:
+            return None
+        if isinstance(self.param_grid, str):
+            if self.param_grid != "default":
+                raise ValueError(f"param_grid must be 'default', a dict or None, got {self.param_grid!r}")
+            return self.default_grid
+        unknown = set(self.param_grid) - set(_SEARCHABLE)
+        if unknown:
+            raise ValueError(f"param_grid keys must be 'C' and/or 'gamma', got {sorted(unknown)}")
+        return dict(self.param_grid)
 
-    def _base_params(self) -> dict[str, Any]:  # pragma: no cover
-        raise NotImplementedError
+    def _base_params(self) -> dict[str, Any]:
+        """The constructor's values of the searchable hyper-parameters (the grid overrides them)."""
+        return {name: getattr(self, name) for name in _SEARCHABLE}
 
     def _search_key(self, name: str) -> str:
         """Pipeline parameter searched for grid key ``name`` ("C" or "gamma")."""
@@ -74,75 +130,111 @@ class _SVMBase(BaseComponent):
     def _search_values(self, name: str, values: list[Any], n_features: int) -> list[Any]:
         return list(values)
 
+    # ------------------------------------------------------------ fit, step by step
     def fit(self, X: np.ndarray, y: np.ndarray) -> _SVMBase:
         """Standardise, tune on the training data (if a grid is set), fit on all training rows."""
-        X = _check_X(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must be 1-D with {X.shape[0]} labels, got shape {y.shape}")
-        classes, yc = np.unique(y, return_inverse=True)
-        if classes.size < 2:
-            raise ValueError(f"need at least two classes to fit, got {classes.size}")
-        if self.cv < 2:
-            raise ValueError(f"cv must be >= 2, got {self.cv}")
-        self._min_class_count = int(np.bincount(yc).min())
-        grid = self._grid()
+        self._validate_params()
+        X, y = validate_training_data(self, X, y)
+        classes, yc = self._encode_labels(y)
         best = self._base_params()
+        grid = self._grid()
         summary: list[dict[str, Any]] = []
         n_tuned = 0
         if grid:
-            rows = np.arange(X.shape[0])
-            if self.max_train_samples is not None and self.max_train_samples < X.shape[0]:
-                # exact SVC costs ~n^2: tune on a stratified subsample, refit once on everything
-                rows = _stratified_subsample(yc, int(self.max_train_samples), self.cv, self.random_state)
-            Xs, ys = X[rows], yc[rows]
+            rows = self._tuning_rows(yc)
+            found, summary = self._search(X[rows], yc[rows], grid, n_classes=classes.size)
+            best.update(found)
             n_tuned = rows.size
-            # a class with fewer rows than folds cannot be stratified; use fewer folds then
-            n_splits = int(max(2, min(self.cv, np.bincount(ys).min())))
-            search = GridSearchCV(
-                # smallest possible training fold, so Nystroem never asks for more landmarks than rows
-                self._pipeline(Xs.shape[0] - -(-Xs.shape[0] // n_splits) - classes.size, X.shape[1]),
-                {self._search_key(k): self._search_values(k, v, X.shape[1]) for k, v in grid.items()},
-                cv=StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.random_state),
-                scoring=self.scoring,
-                n_jobs=self.n_jobs,
-                refit=False,
-                error_score="raise",
-            )
-            search.fit(Xs, ys)
-            res = search.cv_results_
-            for i, params in enumerate(res["params"]):
-                summary.append({
-                    "params": {k.split("__", 1)[1]: v for k, v in params.items()},
-                    "mean_test_score": float(res["mean_test_score"][i]),
-                    "std_test_score": float(res["std_test_score"][i]),
-                    "rank_test_score": int(res["rank_test_score"][i]),
-                })
-            best.update({k.split("__", 1)[1]: v for k, v in search.best_params_.items()})
-        model = self._pipeline(X.shape[0], X.shape[1], final=True, **best)
-        model.fit(X, yc)
+        self.model_ = self._fit_final(X, yc, best)
         self.classes_ = classes
-        self.model_ = model
         self.best_params_ = best
         self.cv_results_ = summary
         self.n_samples_tuned_ = n_tuned
-        self.n_features_in_ = X.shape[1]
         self.variant_ = self.variant
         return self
+
+    def _encode_labels(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted classes and integer codes; records the smallest class (for calibration folds)."""
+        classes, yc = np.unique(y, return_inverse=True)
+        if classes.size < 2:
+            raise ValueError(f"the training labels have {classes.size} class; at least two classes are needed to fit")
+        self._min_class_count = int(np.bincount(yc).min())
+        self._coded_class_weight = self._code_class_weight(classes)
+        return classes, yc
+
+    def _code_class_weight(self, classes: np.ndarray) -> str | dict[int, float] | None:
+        """``class_weight`` for the inner SVMs, which see integer codes: a dict keyed by label
+        becomes one keyed by code ("balanced" and None pass unchanged)."""
+        if not isinstance(self.class_weight, dict):
+            return self.class_weight
+        unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
+        if unknown:
+            raise ValueError(f"class_weight names classes not in the training labels: {unknown}")
+        return {code: self.class_weight[label] for code, label in enumerate(classes.tolist())
+                if label in self.class_weight}
+
+    def _tuning_rows(self, yc: np.ndarray) -> np.ndarray:
+        """All training rows, or a stratified subsample of ``max_train_samples`` of them."""
+        if self.max_train_samples is not None and self.max_train_samples < yc.shape[0]:
+            # exact SVC costs ~n^2: tune on a stratified subsample, refit once on everything
+            return _stratified_subsample(yc, int(self.max_train_samples), self.cv, self.random_state)
+        return np.arange(yc.shape[0])
+
+    def _search(self, Xs: np.ndarray, ys: np.ndarray, grid: dict[str, list[Any]], n_classes: int
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Stratified k-fold grid search on the given (training) rows: best values, per-candidate summary."""
+        # a class with fewer rows than folds cannot be stratified; use fewer folds then
+        n_splits = int(max(2, min(self.cv, np.bincount(ys).min())))
+        search = GridSearchCV(
+            # smallest possible training fold, so Nystroem never asks for more landmarks than rows
+            self._pipeline(Xs.shape[0] - -(-Xs.shape[0] // n_splits) - n_classes, Xs.shape[1]),
+            {self._search_key(k): self._search_values(k, v, Xs.shape[1]) for k, v in grid.items()},
+            cv=StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.random_state),
+            scoring=self.scoring,
+            n_jobs=self.n_jobs,
+            refit=False,
+            error_score="raise",
+        )
+        search.fit(Xs, ys)
+        res = search.cv_results_
+        summary = [
+            {
+                "params": {k.split("__", 1)[1]: v for k, v in params.items()},
+                "mean_test_score": float(res["mean_test_score"][i]),
+                "std_test_score": float(res["std_test_score"][i]),
+                "rank_test_score": int(res["rank_test_score"][i]),
+            }
+            for i, params in enumerate(res["params"])
+        ]
+        return {k.split("__", 1)[1]: v for k, v in search.best_params_.items()}, summary
+
+    def _fit_final(self, X: np.ndarray, yc: np.ndarray, params: dict[str, Any]) -> Pipeline:
+        """The model with the chosen hyper-parameters, fitted on every training row."""
+        return self._pipeline(X.shape[0], X.shape[1], final=True, **params).fit(X, yc)
+
+    # ------------------------------------------------------------ after fit
+    def fit_report(self) -> dict[str, Any]:
+        """What the last fit chose (the ``ReportsFit`` protocol): variant and hyper-parameters."""
+        check_is_fitted(self, "model_")
+        return {"variant": self.variant_, "best_params": _jsonable(self.best_params_)}
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class labels (the same type as the training labels)."""
         check_is_fitted(self, "model_")
-        X = _check_X(X, self.n_features_in_)
+        X = validate_features(self, X, reset=False)
         return self.classes_[self.model_.predict(X)]
 
+    @available_if(_uncalibrated)
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """One-vs-rest decision values, columns in the order of ``classes_`` (not probabilities)."""
+        """Decision values as scikit-learn's classifiers give them (not probabilities); absent when
+        ``probability=True`` (predictions are then the calibrated model's, not the margins').
+
+        One column per class in the order of ``classes_`` (one-vs-rest shape); for two classes a
+        single value per row, positive meaning ``classes_[1]``.
+        """
         check_is_fitted(self, "model_")
-        X = _check_X(X, self.n_features_in_)
-        d = self.model_.decision_function(X)
-        # binary problems give one column (positive = classes_[1]); make it (n, 2) like OvR
-        return np.column_stack([-d, d]) if d.ndim == 1 else d
+        X = validate_features(self, X, reset=False)
+        return self.model_.decision_function(X)
 
 
 class RBFSVM(_SVMBase):
@@ -171,18 +263,28 @@ class RBFSVM(_SVMBase):
     cache_size : float
         libsvm kernel cache in MB.
     n_jobs : int or None
-        Parallel grid-search fits.
+        Parallel grid-search fits; None = scikit-learn's default (one, unless inside a joblib
+        ``parallel_backend``). The runner passes the protocol's ``n_jobs`` here.
     random_state : int
 
     Attributes
     ----------
     classes_, best_params_, cv_results_ (list of dicts: params, mean/std/rank test score),
     n_samples_tuned_ (0 without a search), n_features_in_, model_ (the fitted Pipeline),
-    variant_ = "svc-rbf".
+    variant_ = "svc-rbf". ``fit_report()`` gives ``{"variant", "best_params"}`` as JSON values.
+
+    A scikit-learn classifier: ``score``, ``cross_val_score``, ``Pipeline`` and ``GridSearchCV``
+    work with it (``check_estimator`` passes; see the plugin's ``tests/test_sklearn_compat.py``).
     """
 
     variant = "svc-rbf"
-    tags = {"deterministic": True}
+    default_grid = DEFAULT_RBF_GRID
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_COMMON_CONSTRAINTS,
+        "gamma": [StrOptions({"scale", "auto"}), Interval(Real, 0, None, closed="neither")],
+        "probability": ["boolean"],
+        "cache_size": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(
         self,
@@ -210,24 +312,9 @@ class RBFSVM(_SVMBase):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _grid(self) -> dict[str, list[Any]] | None:
-        if self.param_grid is None:
-            return None
-        if isinstance(self.param_grid, str):
-            if self.param_grid != "default":
-                raise ValueError(f"param_grid must be 'default', a dict or None, got {self.param_grid!r}")
-            return DEFAULT_RBF_GRID
-        unknown = set(self.param_grid) - {"C", "gamma"}
-        if unknown:
-            raise ValueError(f"param_grid keys must be 'C' and/or 'gamma', got {sorted(unknown)}")
-        return dict(self.param_grid)
-
-    def _base_params(self) -> dict[str, Any]:
-        return {"C": self.C, "gamma": self.gamma}
-
     def _pipeline(self, n_samples: int, n_features: int, final: bool = False, **overrides: Any) -> Pipeline:
         params = {**self._base_params(), **overrides}
-        svc = SVC(kernel="rbf", C=params["C"], gamma=params["gamma"], class_weight=self.class_weight,
+        svc = SVC(kernel="rbf", C=params["C"], gamma=params["gamma"], class_weight=self._coded_class_weight,
                   cache_size=self.cache_size, random_state=self.random_state)
         if self.probability and final:
             # sklearn 1.9 deprecates SVC(probability=True); this is its stated replacement (Platt
@@ -239,16 +326,12 @@ class RBFSVM(_SVMBase):
             svc = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False)
         return Pipeline([("scale", StandardScaler()), ("clf", svc)])
 
-    @property
-    def predict_proba(self):  # noqa: D401 - property so hasattr() is False without probability
-        """Class probabilities (Platt scaling), columns as ``classes_``; only if ``probability=True``."""
-        if not self.probability:
-            raise AttributeError("predict_proba is available only with probability=True")
-        return self._predict_proba
-
-    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+    @available_if(lambda self: self.probability)
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities (Platt scaling), columns as ``classes_``; only if ``probability=True``
+        (otherwise the attribute does not exist, so ``hasattr(est, "predict_proba")`` is False)."""
         check_is_fitted(self, "model_")
-        X = _check_X(X, self.n_features_in_)
+        X = validate_features(self, X, reset=False)
         return self.model_.predict_proba(X)
 
 
@@ -282,7 +365,14 @@ class NystroemSVM(_SVMBase):
     """
 
     variant = "nystroem-linear-svm"
-    tags = {"deterministic": True}
+    default_grid = DEFAULT_NYSTROEM_GRID
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_COMMON_CONSTRAINTS,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "gamma": [StrOptions({"scale"}), Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "dual": ["boolean", StrOptions({"auto"})],
+    }
 
     def __init__(
         self,
@@ -312,21 +402,6 @@ class NystroemSVM(_SVMBase):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _grid(self) -> dict[str, list[Any]] | None:
-        if self.param_grid is None:
-            return None
-        if isinstance(self.param_grid, str):
-            if self.param_grid != "default":
-                raise ValueError(f"param_grid must be 'default', a dict or None, got {self.param_grid!r}")
-            return DEFAULT_NYSTROEM_GRID
-        unknown = set(self.param_grid) - {"C", "gamma"}
-        if unknown:
-            raise ValueError(f"param_grid keys must be 'C' and/or 'gamma', got {sorted(unknown)}")
-        return dict(self.param_grid)
-
-    def _base_params(self) -> dict[str, Any]:
-        return {"C": self.C, "gamma": self.gamma}
-
     def _pipeline(self, n_samples: int, n_features: int, final: bool = False, **overrides: Any) -> Pipeline:
         params = {**self._base_params(), **overrides}
         gamma = params["gamma"]
@@ -336,7 +411,7 @@ class NystroemSVM(_SVMBase):
         return Pipeline([
             ("scale", StandardScaler()),
             ("map", Nystroem(kernel="rbf", gamma=gamma, n_components=m, random_state=self.random_state)),
-            ("clf", LinearSVC(C=params["C"], class_weight=self.class_weight, dual=self.dual,
+            ("clf", LinearSVC(C=params["C"], class_weight=self._coded_class_weight, dual=self.dual,
                               max_iter=self.max_iter, random_state=self.random_state)),
         ])
 
@@ -352,5 +427,7 @@ class NystroemSVM(_SVMBase):
     def fit(self, X: np.ndarray, y: np.ndarray) -> NystroemSVM:
         super().fit(X, y)
         self.n_components_ = self.model_.named_steps["map"].n_components
+        # scikit-learn's convention for estimators with max_iter: the iterations the final fit used
+        self.n_iter_ = int(self.model_.named_steps["clf"].n_iter_)
         return self
 

@@ -1,9 +1,15 @@
-"""mRMR: MI estimator, pymrmr equivalence, leakage guard, component conventions."""
+"""mRMR: MI estimator, pick-for-pick equality with a plain reference implementation of Peng's
+algorithm (tests/mrmr_reference.py) and with pymrmr, leakage guard, component conventions."""
 
 from __future__ import annotations
 
+import csv
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+from mrmr_reference import peng_mrmr
 from sklearn.metrics import mutual_info_score
 
 from cytocompare.base import clone
@@ -12,16 +18,38 @@ from cytocompare_classical.discretize import apply_thresholds, fit_thresholds
 from cytocompare_classical.mrmr import MRMRSelector, mrmr_select, mutual_information
 
 
-def _pymrmr_available() -> bool:
+#: CI sets this: pymrmr was installed on purpose, so its absence is a failure, not a skip
+REQUIRE_PYMRMR = os.environ.get("CYTOCOMPARE_REQUIRE_PYMRMR") == "1"
+
+
+def _load_pymrmr(require: bool):
+    """pymrmr's selection function; skips where pymrmr is absent, fails if ``require``."""
+    from cytocompare_classical import mrmr
     try:
-        from cytocompare_classical.mrmr import _import_pymrmr
-        _import_pymrmr()
-        return True
-    except ImportError:
-        return False
+        mrmr._import_pymrmr()
+    except ImportError as exc:
+        if require:
+            pytest.fail(f"CYTOCOMPARE_REQUIRE_PYMRMR=1 but pymrmr cannot be imported: {exc}")
+        pytest.skip("pymrmr (optional, academic licence) not installed")
+    return mrmr.pymrmr_select
 
 
-needs_pymrmr = pytest.mark.skipif(not _pymrmr_available(), reason="pymrmr (optional, academic licence) not installed")
+@pytest.fixture
+def pymrmr_select():
+    return _load_pymrmr(REQUIRE_PYMRMR)
+
+
+def test_absent_pymrmr_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cytocompare_classical import mrmr
+
+    def absent():
+        raise ImportError(mrmr.PYMRMR_INSTALL_HINT)
+
+    monkeypatch.setattr(mrmr, "_import_pymrmr", absent)
+    with pytest.raises(pytest.skip.Exception):
+        _load_pymrmr(require=False)
+    with pytest.raises(pytest.fail.Exception, match="CYTOCOMPARE_REQUIRE_PYMRMR=1"):
+        _load_pymrmr(require=True)
 
 
 def _tricky(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -45,18 +73,14 @@ def _tricky(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     return Xd, y, k
 
 
-@needs_pymrmr
 @pytest.mark.parametrize("method", ["MIQ", "MID"])
-def test_same_picks_as_pymrmr(method: str) -> None:
-    from cytocompare_classical.mrmr import pymrmr_select
+def test_same_picks_as_pymrmr(method: str, pymrmr_select) -> None:
     for seed in range(15):
         Xd, y, k = _tricky(seed)
         assert mrmr_select(Xd, y, k, method) == pymrmr_select(Xd, y, k, method), (seed, method)
 
 
-@needs_pymrmr
-def test_same_picks_as_pymrmr_on_discretised_continuous_data() -> None:
-    from cytocompare_classical.mrmr import pymrmr_select
+def test_same_picks_as_pymrmr_on_discretised_continuous_data(pymrmr_select) -> None:
     rng = np.random.default_rng(7)
     X = rng.normal(size=(200, 50))
     y = rng.integers(0, 5, 200)
@@ -173,3 +197,117 @@ def test_missing_pymrmr_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match="pip install --no-build-isolation pymrmr"):
         m._import_pymrmr()
+
+
+# ---------------------------------------------------------------- against the plain reference
+def _assert_same_clear_picks(Xd, y, k, method, pool_size=5000) -> int:
+    """Fast picks equal the reference's in every round whose winner is clear; returns that count."""
+    ref = peng_mrmr(Xd, y, k, method, pool_size)
+    fast = mrmr_select(Xd, y, k, method, pool_size)
+    n = ref.clear_rounds
+    assert fast[:n] == ref.picks[:n], (method, fast, ref.picks, n)
+    assert len(fast) == len(ref.picks)
+    return n
+
+
+def _random_discrete(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Random discrete data (2-5 states, 2-6 classes), some columns informative, some redundant."""
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(40, 200))
+    p = int(rng.integers(8, 60))
+    k = int(rng.integers(2, min(p, 12) + 1))
+    y = rng.integers(0, int(rng.integers(2, 7)), n)
+    states = int(rng.integers(2, 6))
+    Xd = rng.integers(0, states, (n, p))
+    informative = rng.random(p) < 0.3
+    Xd[:, informative] = (Xd[:, informative] + y[:, None] * (rng.random((n, informative.sum())) < 0.5)) % states
+    half = p // 2
+    noisy_copy = rng.random((n, half)) < 0.2
+    Xd[:, half:2 * half] = np.where(noisy_copy, Xd[:, half:2 * half], Xd[:, :half])
+    return Xd, y, k
+
+
+@pytest.mark.parametrize("method", ["MIQ", "MID"])
+def test_same_picks_as_reference_on_random_data(method: str) -> None:
+    compared = asked = 0
+    for seed in range(20):
+        Xd, y, k = _random_discrete(seed)
+        compared += _assert_same_clear_picks(Xd, y, k, method)
+        asked += k
+    assert compared >= 0.8 * asked, f"only {compared} of {asked} rounds had a clear winner: the test compares too little"
+
+
+def _beyond_the_pool(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """5,200 features: 5,100 noisy copies of one class-related signal (relevant, mutually
+    redundant) and 100 pure-noise columns (least relevant, hence outside pymrmr's 5,000 pool).
+    Once a copy is picked the others are redundant, so without the pool noise columns would win."""
+    rng = np.random.default_rng(seed)
+    n = 240
+    y = rng.integers(0, 4, n)
+    signal = y + rng.normal(scale=0.8, size=n)
+    copies = signal[:, None] + rng.normal(scale=rng.uniform(0.2, 0.5, 5100), size=(n, 5100))
+    X = np.hstack([copies, rng.normal(size=(n, 100))])
+    return apply_thresholds(X, fit_thresholds(X), "sigma"), y
+
+
+@pytest.mark.parametrize("method", ["MIQ", "MID"])
+def test_same_picks_as_reference_beyond_the_candidate_pool(method: str) -> None:
+    Xd, y = _beyond_the_pool()
+    k = 8
+    assert _assert_same_clear_picks(Xd, y, k, method) == k
+    # the pool matters on these data: every noise column lies outside it, and all of them would win
+    rel = np.array([mutual_information(Xd[:, j], y) for j in range(Xd.shape[1])])
+    assert rel[5100:].max() < np.sort(rel)[-5000]
+    unpooled = mrmr_select(Xd, y, k, method, pool_size=None)
+    assert any(j >= 5100 for j in unpooled) and not any(j >= 5100 for j in mrmr_select(Xd, y, k, method))
+
+
+def _distinct_columns(Xd: np.ndarray) -> np.ndarray:
+    """Drop repeated columns (real features coincide once coded, e.g. percentiles of uint8 pixels):
+    which copy wins an exact tie is Peng's C++'s choice, checked against pymrmr, not the paper's."""
+    _, first = np.unique(Xd, axis=1, return_index=True)
+    return Xd[:, np.sort(first)]
+
+
+def _matek_images(root: Path, per_class: int):
+    from cytocompare import read_image
+    from cytocompare.images import ImageSet
+
+    with open(root / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    taken: dict[str, int] = {}
+    arrays, labels = [], []
+    for row in rows:
+        if taken.get(row["label"], 0) < per_class:
+            taken[row["label"]] = taken.get(row["label"], 0) + 1
+            arrays.append(read_image(root / row["path"]))
+            labels.append(row["label"])
+    return ImageSet.from_arrays(arrays, labels)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("method", ["MIQ", "MID"])
+def test_same_picks_as_reference_on_real_features(method: str, shared_data: Path) -> None:
+    """Colour statistics of real marrow cells (matek-bm, 12 a class), discretised as in fit."""
+    from cytocompare_example.features import ColourStatistics
+
+    images = _matek_images(shared_data / "matek-bm", per_class=12)
+    X = ColourStatistics().transform(images)
+    for disc, kw in [("sigma", {"sigma_k": 1.0}), ("quantile", {"n_bins": 4})]:
+        Xd = _distinct_columns(apply_thresholds(X, fit_thresholds(X, disc, **kw), disc))
+        assert _assert_same_clear_picks(Xd, images.labels, 15, method) >= 10
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_same_picks_as_reference_on_real_handcrafted_features(shared_data: Path) -> None:
+    """The paper's >6,000 handcrafted features of real cells: the pool of 5,000 is in play."""
+    from cytocompare_classical.extractor import HandcraftedFeatures
+
+    images = _matek_images(shared_data / "matek-bm", per_class=10)
+    X = HandcraftedFeatures().transform(images)
+    assert X.shape[1] > 5000
+    X = X[:, np.all(np.isfinite(X), axis=0)]
+    Xd = _distinct_columns(apply_thresholds(X, fit_thresholds(X), "sigma"))
+    for method in ("MIQ", "MID"):
+        assert _assert_same_clear_picks(Xd, images.labels, 10, method) >= 5

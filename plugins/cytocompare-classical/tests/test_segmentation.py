@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cytocompare_classical.segmentation import Segmentation, save_masks, segment_cell
+from cytocompare_classical import segmentation as S
+from cytocompare_classical.segmentation import Segmentation, SegmentationParams, save_masks, segment_cell
 
 BACKGROUND = (235, 228, 232)
 CYTOPLASM = (200, 170, 225)  # pale lilac
@@ -118,3 +119,116 @@ def test_real_images_mostly_segment(shared_data: Path, tmp_path: Path) -> None:
                 assert 150 < seg.nucleus.sum() < 0.8 * rgb.shape[0] * rgb.shape[1], path
     assert len(results) == 14
     assert sum(s.ok for s in results) >= 12
+
+
+# ------------------------------------------------------------------------------ the named steps
+
+
+def test_green_thresholds_split_nucleus_from_background() -> None:
+    rgb, nuc, cell = synthetic_cell()
+    green, violet = S.smoothed_green_and_violet(rgb, 1.0)
+    t_nuc, t_bg = S.green_thresholds(green, min_contrast=30.0)
+    assert green[nuc].mean() < t_nuc < green[cell & ~nuc].mean() < t_bg < green[~cell].mean()
+    assert violet[nuc].mean() > 60 and abs(violet[~cell & ~_disc(nuc.shape, 30, 215, 35)]).mean() < 15
+    with pytest.raises(S._Failed, match="no contrast"):
+        S.green_thresholds(green, min_contrast=1000.0)
+
+
+def test_candidates_then_central_component_then_lobes() -> None:
+    rgb, nuc, _ = synthetic_cell()
+    p = SegmentationParams()
+    green, violet = S.smoothed_green_and_violet(rgb, p.smoothing_sigma)
+    t_nuc, _ = S.green_thresholds(green, p.min_contrast)
+    cand, labels, n, areas, keep = S.nucleus_candidates(green, violet, t_nuc, p, 1.0)
+    assert n == 2 and keep.all()  # the central nucleus and the distractor's; the erythrocyte is not violet
+    centre = S.centre_distance(rgb.shape[:2])
+    assert centre[124, 124] == pytest.approx(np.hypot(0.5, 0.5))
+    chosen = S.central_component(labels, n, areas, keep, centre, 1.0)
+    assert iou(labels == chosen, nuc) > 0.8
+    # the distractor is ~120 px away: merged only when the radius reaches it
+    nucleus, merged = S.merge_lobes(labels, n, keep, chosen, 12.0)
+    assert merged.sum() == 1 and np.array_equal(nucleus, labels == chosen)
+    _, merged_far = S.merge_lobes(labels, n, keep, chosen, 200.0)
+    assert merged_far.all()
+    # a larger minimum area drops both candidates
+    with pytest.raises(S._Failed, match="larger than"):
+        S.nucleus_candidates(green, violet, t_nuc, SegmentationParams(min_nucleus_area=5000.0), 1.0)
+
+
+def test_central_component_prefers_the_larger_of_equally_near() -> None:
+    labels = np.zeros((50, 50), int)
+    labels[20:30, 20:25] = 1  # both touch the centre (24.5, 24.5)
+    labels[20:30, 25:33] = 2
+    areas = np.array([50.0, 80.0])
+    centre = S.centre_distance(labels.shape)
+    assert S.central_component(labels, 2, areas, np.array([True, True]), centre, 1.0) == 2
+    assert S.central_component(labels, 2, areas, np.array([True, False]), centre, 1.0) == 1
+
+
+def test_cytoplasm_stays_in_the_cells_territory() -> None:
+    rgb, nuc, cell = synthetic_cell()
+    p = SegmentationParams()
+    green, violet = S.smoothed_green_and_violet(rgb, p.smoothing_sigma)
+    t_nuc, t_bg = S.green_thresholds(green, p.min_contrast)
+    cand, labels, n, areas, keep = S.nucleus_candidates(green, violet, t_nuc, p, 1.0)
+    chosen = S.central_component(labels, n, areas, keep, S.centre_distance(rgb.shape[:2]), 1.0)
+    nucleus, merged = S.merge_lobes(labels, n, keep, chosen, p.merge_radius)
+    cyto, whole = S.cytoplasm_and_cell(green, violet, cand, labels, keep, merged, nucleus, t_bg, p, 1.0)
+    assert iou(whole, cell) > 0.7 and not (cyto & nucleus).any() and np.array_equal(whole, cyto | nucleus)
+    assert not whole[30, 215] and not whole[30, 185]  # the neighbour cell's nucleus and cytoplasm
+    narrow = SegmentationParams(max_cytoplasm_width=10.0)
+    cyto10, _ = S.cytoplasm_and_cell(green, violet, cand, labels, keep, merged, nucleus, t_bg, narrow, 1.0)
+    assert 0 < cyto10.sum() < 0.6 * cyto.sum()
+
+
+# ------------------------------------------------------------------------------ parameters
+
+
+def test_default_parameters_are_the_documented_thresholds() -> None:
+    p = SegmentationParams()
+    assert (p.min_violet, p.min_contrast, p.merge_radius, p.max_cytoplasm_width) == (25.0, 30.0, 12.0, 70.0)
+    assert p.cytoplasm_violet_range == (30.0, 60.0)
+    rgb, _, _ = synthetic_cell()
+    a, b = segment_cell(rgb), segment_cell(rgb, {"min_violet": 25})
+    assert np.array_equal(a.cell, b.cell) and np.array_equal(a.nucleus, b.nucleus)
+
+
+def test_parameters_take_effect() -> None:
+    rgb, _, _ = synthetic_cell()
+    seg = segment_cell(rgb, {"min_violet": 200})
+    assert not seg.ok and "B - G >= 200" in seg.reason
+    small = segment_cell(rgb, SegmentationParams(max_cytoplasm_width=10.0))
+    assert small.ok and small.cytoplasm.sum() < 0.6 * segment_cell(rgb).cytoplasm.sum()
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"min_violett": 20}, r"unknown segmentation parameter\(s\) 'min_violett'; valid: min_contrast"),
+        ({"min_violet": "high"}, r"min_violet must be a number >= 0, got 'high'"),
+        ({"merge_radius": -1}, r"merge_radius must be a number >= 0"),
+        ({"cytoplasm_violet_range": [60, 30]}, r"cytoplasm_violet_range must be \[low, high\]"),
+        ([("min_violet", 20)], r"must be a mapping"),
+    ],
+    ids=["unknown", "type", "negative", "range", "not-a-mapping"],
+)
+def test_bad_parameters_are_named(params: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SegmentationParams.from_mapping(params)  # type: ignore[arg-type]
+    from cytocompare_classical.extractor import HandcraftedFeatures
+
+    with pytest.raises(ValueError, match=match):
+        HandcraftedFeatures(profile="quick", segmentation=params).fit(None)  # type: ignore[arg-type]
+
+
+def test_extractor_passes_segmentation_parameters() -> None:
+    from cytocompare.images import ImageSet
+    from cytocompare_classical.extractor import HandcraftedFeatures
+
+    rgb, _, _ = synthetic_cell(2, size=120)
+    images = ImageSet.from_arrays([rgb], ["A"])
+    ext = HandcraftedFeatures(profile="quick", segmentation={"min_violet": 200})
+    X = ext.fit(images).transform(images)
+    assert X[0, ext.feature_names_.index("qc.segmentation_ok")] == 0
+    assert "B - G >= 200" in ext.failures_[0][2]
+    assert HandcraftedFeatures(profile="quick").fit(images).transform(images)[0, 0] == 1

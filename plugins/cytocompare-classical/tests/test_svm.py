@@ -38,20 +38,37 @@ def test_class_weight_balanced(blobs) -> None:
     assert (nys.predict(X[y == "NGS"]) == "NGS").mean() > 0.9
 
 
-def test_grid_search_sees_training_rows_only(blobs, monkeypatch) -> None:
+def test_grid_search_cross_validates_the_fit_rows_then_refits_once_on_all(blobs, monkeypatch) -> None:
+    """The search's folds partition the rows given to fit (each candidate trains on the same
+    k-1 folds and is scored on the one left out); the chosen parameters are refitted once, on
+    every row. (That only training rows reach the search is the caller's side: fit sees no others.)"""
+    from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
     X, y = blobs
     seen: list[int] = []
-    real_fit = SVC.fit
+    scaled_rows: list[frozenset[int]] = []
+    real_fit, real_scaler_fit = SVC.fit, StandardScaler.fit
+    row_of = {row.tobytes(): i for i, row in enumerate(X[:150])}
 
     def recording_fit(self, Xf, yf, sample_weight=None):
         seen.append(len(Xf))
         return real_fit(self, Xf, yf, sample_weight=sample_weight)
 
+    def recording_scaler_fit(self, Xf, yf=None, sample_weight=None):
+        scaled_rows.append(frozenset(row_of[np.asarray(r, dtype=X.dtype).tobytes()] for r in Xf))
+        return real_scaler_fit(self, Xf, yf, sample_weight=sample_weight)
+
     monkeypatch.setattr(SVC, "fit", recording_fit)
+    monkeypatch.setattr(StandardScaler, "fit", recording_scaler_fit)
     est = RBFSVM(param_grid={"C": [1, 10], "gamma": ["scale", 0.1]}, cv=3).fit(X[:150], y[:150])
     assert max(seen) == 150 and len(seen) == 4 * 3 + 1  # 4 candidates × 3 folds + final refit
     assert all(s <= 100 for s in seen[:-1])
+    everything = frozenset(range(150))
+    assert scaled_rows[-1] == everything  # the final model: every row, once
+    train_sets = set(scaled_rows[:-1])
+    assert len(train_sets) == 3 and all(scaled_rows[:-1].count(t) == 4 for t in train_sets)
+    held_out = [everything - t for t in train_sets]
+    assert sum(len(h) for h in held_out) == 150 and frozenset().union(*held_out) == everything
     assert len(est.cv_results_) == 4 and est.n_samples_tuned_ == 150
     assert set(est.best_params_) == {"C", "gamma"}
 

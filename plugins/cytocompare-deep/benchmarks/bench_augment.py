@@ -67,6 +67,8 @@ def main() -> None:
             ("geometric + HED", BatchAugment(stain="hed"), None),
             ("geometric + Macenko", BatchAugment(stain="macenko"), None),
             ("geometric + Macenko, cached", BatchAugment(stain="macenko"), cached),
+            ("geometric + Macenko+HED", BatchAugment(stain="macenko-hed"), None),
+            ("geometric + Macenko+HED, cached", BatchAugment(stain="macenko-hed"), cached),
             ("Macenko estimation alone", None, None),
         ]
         for label, aug, matrix in configs:

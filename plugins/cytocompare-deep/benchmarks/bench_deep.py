@@ -5,7 +5,8 @@ Measured in one process, on one device, with the training loop's own code
 (:class:`cytocompare_deep.training.Stepper`, :func:`prepare_input`, :mod:`.loading`):
 
 * ``decode``      JPEG bytes -> uint8 (B,3,S,S) on the device (nvJPEG on CUDA, PIL on CPU)
-* ``augment``     BatchAugment (rotation, flips, shift, shear, HED stain) on a device batch
+* ``augment``     BatchAugment (rotation, flips, shift, shear, stain: ``--stain``, default the
+                  classifier's Macenko + HED chain) on a device batch
 * ``raw``         training steps on a uint8 batch already on the device (no decode, no augment)
 * ``e2e_resident`` what ``fit`` does when the data set fits on the device: gather a batch of the
                   device-resident uint8 set + augment + step
@@ -37,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the plugin, when not installed
 
 from cytocompare_deep import loading, models, training  # noqa: E402
+from cytocompare_deep.augment_settings import DEFAULTS  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:
@@ -98,17 +100,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--image-size", type=int, default=250)
+    ap.add_argument("--input-size", type=int, default=250, help="side the images are resized to (the CNNs' input_size)")
     ap.add_argument("--classes", type=int, default=21)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--stain", choices=["hed", "macenko", "macenko-hed"], default=DEFAULTS.stain,
+                    help="stain augmentation (default: the classifier's, the Macenko + Tellez HED chain)")
     ap.add_argument("--no-stain", action="store_true")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny model, 64 px, batch 16, 3 steps")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.cpu_smoke:
-        args.width, args.image_size, args.batch_size, args.steps, args.warmup = "tiny", 64, 16, 3, 1
+        args.width, args.input_size, args.batch_size, args.steps, args.warmup = "tiny", 64, 16, 3, 1
 
     from cytocompare_deep.augment import BatchAugment
 
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    S, B = args.image_size, args.batch_size
+    S, B = args.input_size, args.batch_size
     model = models.build(args.model, args.classes, width=args.width).to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         resume=False, fingerprint="", classes=[str(i) for i in range(args.classes)], params={},
     )
     stepper = training.Stepper(model, setup, total_steps=10**6, warmup_steps=0)
-    aug = BatchAugment(stain=None if args.no_stain else "hed")
+    aug = BatchAugment(stain=None if args.no_stain else args.stain)
     gen = torch.Generator(device=dev).manual_seed(0)
     mean = torch.tensor([0.8, 0.7, 0.8], device=dev).view(1, 3, 1, 1)
     std = torch.tensor([0.15, 0.2, 0.1], device=dev).view(1, 3, 1, 1)
@@ -155,8 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {
         "model": args.model, "width": args.width, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "precision": str(amp), "channels_last": cl, "compile": args.compile,
-        "batch_size": B, "image_size": S, "steps": args.steps, "files": n_files,
-        "images_source": args.images or "synthetic", "stain": not args.no_stain,
+        "batch_size": B, "input_size": S, "steps": args.steps, "files": n_files,
+        "images_source": args.images or "synthetic", "stain": None if args.no_stain else args.stain,
         "parameters": models.count_parameters(model),
     }
     w = args.warmup

@@ -6,7 +6,7 @@ This module must not import torch: ``cytocompare list`` imports it to read the r
 from cytocompare import hookimpl
 
 # Parameters that make a model train in seconds on a CPU (CI and the conformance kit).
-TINY = {"epochs": 5, "image_size": 32, "samples_per_class": 32, "batch_size": 16, "device": "cpu", "progress": False}
+TINY = {"epochs": 5, "input_size": 32, "samples_per_class": 32, "batch_size": 16, "device": "cpu", "progress": False}
 
 
 @hookimpl
@@ -16,12 +16,10 @@ def register_classifiers(register):
         "cytocompare_deep.classifier:ResNeXt50Classifier",
         description="torchvision resnext50_32x4d trained from scratch (Matek et al. 2021)",
         fast_params={**TINY, "epochs": 8, "width": "tiny"},
-        tags={"deterministic": False, "requires": ("torch",), "gpu": "optional"},
     )
     register(
         "sequential-cnn",
         "cytocompare_deep.classifier:SequentialCNNClassifier",
         description="Small sequential CNN of about 304k parameters (Matek et al. 2021)",
         fast_params={**TINY, "epochs": 12},  # the small CNN needs more (cheap) epochs
-        tags={"deterministic": False, "requires": ("torch",), "gpu": "optional"},
     )

@@ -4,7 +4,8 @@ Matek et al. 2021 trained with Keras ``ImageDataGenerator``: rotation 0-180 degr
 horizontal and vertical flips, shifts up to 25 %, shear up to 20 %. :class:`BatchAugment`
 reproduces that on whole (B, 3, H, W) batches already on the training device, with one
 affine matrix per sample applied by a single ``affine_grid`` + ``grid_sample`` call, followed
-by optional stain augmentation (Tellez HED jitter or Macenko jitter, see :mod:`.stain`).
+by optional stain augmentation (Tellez HED jitter, Macenko jitter, or the chain of Macenko
+separation and Tellez HED perturbation; see :mod:`.stain`).
 There is no Python loop over samples, so it keeps up with a GPU (an H100 has run batched
 per-sample affine + HED jitter at about 58k images/s) and it is usable on a CPU.
 
@@ -42,7 +43,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .stain import hed_jitter, macenko_jitter, macenko_stain_matrix, rgb_to_od
+from .augment_settings import AugmentSettings
+from .stain import hed_jitter, macenko_hed_jitter, macenko_jitter, macenko_stain_matrix, rgb_to_od
 
 __all__ = ["BatchAugment"]
 
@@ -52,37 +54,12 @@ _ANGLE, _SHEAR, _TX, _TY, _FLIP_X, _FLIP_Y, _ALPHA, _BETA, _P_STAIN = 0, 1, 2, 3
 _N_UNIFORM = 13
 
 
-class BatchAugment:
+class BatchAugment(AugmentSettings):
     """Per-sample random affine + stain augmentation of a (B, 3, H, W) batch in ``[0, 1]``.
 
-    Parameters
-    ----------
-    rotation : float
-        Maximum rotation in degrees; ``theta ~ U(0, rotation)`` (paper: 0-180).
-    shift : float
-        Maximum shift as a fraction of the image size (paper: 0.25).
-    shear : float
-        Maximum shear *factor* (paper: "20 %" -> 0.2; see the module notes on Keras' degrees).
-    flips : bool
-        Random horizontal and vertical flips, each with probability 1/2.
-    stain : {"hed", "macenko", None}
-        Stain augmentation after the geometric transform.
-    hed_sigma, hed_bias : float
-        HED jitter: ``alpha ~ U(1 - hed_sigma, 1 + hed_sigma)``,
-        ``beta ~ U(-hed_bias, hed_bias)`` in scikit-image (>= 0.19) HED units, i.e. natural-log
-        OD / ln(1e6), in which stained MGG pixels reach only about 0.1. ``hed_sigma=0.05`` is
-        Tellez' "HED-light" scale as usually quoted (unverified). The bias default is 0.01, not
-        the often-quoted 0.05: in these units 0.05 shifts the white background by up to ~0.7 OD
-        and turned Matek cells visibly pink / green (checked by eye on the real images); 0.005
-        is subtle, 0.02 clearly visible but still realistic.
-    macenko_sigma1, macenko_sigma2 : float
-        Macenko jitter: ``alpha ~ U(1 - sigma1, 1 + sigma1)``, ``beta ~ U(-sigma2, sigma2)``
-        (torchstain / staintools defaults 0.2, 0.2).
-    fill : float or None
-        Value for pixels that come from outside the image (1.0 = white background);
-        ``None`` replicates the border pixels instead.
-    p_stain : float
-        Probability that a sample gets the stain jitter (others keep their colours).
+    Constructed from the settings of :class:`~cytocompare_deep.augment_settings.AugmentSettings`
+    (same keyword arguments, defaults and checks: that class is their one home); this class adds
+    the code that draws and applies them.
 
     Examples
     --------
@@ -90,47 +67,6 @@ class BatchAugment:
     >>> g = torch.Generator().manual_seed(0)
     >>> xb = aug(images.to("cuda"), generator=g)  # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        rotation: float = 180.0,
-        shift: float = 0.25,
-        shear: float = 0.2,
-        flips: bool = True,
-        stain: str | None = "hed",
-        hed_sigma: float = 0.05,
-        hed_bias: float = 0.01,
-        macenko_sigma1: float = 0.2,
-        macenko_sigma2: float = 0.2,
-        fill: float | None = 1.0,
-        p_stain: float = 1.0,
-    ) -> None:
-        if stain not in ("hed", "macenko", None):
-            raise ValueError(f"stain must be 'hed', 'macenko' or None, not {stain!r}")
-        for name, value in [("rotation", rotation), ("shift", shift), ("shear", shear), ("hed_sigma", hed_sigma),
-                            ("hed_bias", hed_bias), ("macenko_sigma1", macenko_sigma1),
-                            ("macenko_sigma2", macenko_sigma2)]:
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if not 0.0 <= p_stain <= 1.0:
-            raise ValueError(f"p_stain must be in [0, 1], got {p_stain}")
-        self.rotation = float(rotation)
-        self.shift = float(shift)
-        self.shear = float(shear)
-        self.flips = bool(flips)
-        self.stain = stain
-        self.hed_sigma = float(hed_sigma)
-        self.hed_bias = float(hed_bias)
-        self.macenko_sigma1 = float(macenko_sigma1)
-        self.macenko_sigma2 = float(macenko_sigma2)
-        self.fill = None if fill is None else float(fill)
-        self.p_stain = float(p_stain)
-
-    def __repr__(self) -> str:
-        return (f"BatchAugment(rotation={self.rotation}, shift={self.shift}, shear={self.shear}, flips={self.flips}, "
-                f"stain={self.stain!r}, hed_sigma={self.hed_sigma}, hed_bias={self.hed_bias}, "
-                f"macenko_sigma1={self.macenko_sigma1}, macenko_sigma2={self.macenko_sigma2}, fill={self.fill}, "
-                f"p_stain={self.p_stain})")
 
     @property
     def is_geometric_identity(self) -> bool:
@@ -161,7 +97,7 @@ class BatchAugment:
         draw_device = generator.device if generator is not None else torch.device(device)
         u = torch.rand(batch_size, _N_UNIFORM, generator=generator, device=draw_device).to(device)
         sym = 2.0 * u - 1.0  # U(-1, 1)
-        if self.stain == "hed":
+        if self.stain in ("hed", "macenko-hed"):
             sigma, bias = self.hed_sigma, self.hed_bias
         elif self.stain == "macenko":
             sigma, bias = self.macenko_sigma1, self.macenko_sigma2
@@ -230,7 +166,7 @@ class BatchAugment:
             Seeded generator for reproducible batches (CPU or same device as ``x``).
         stain_matrix : Tensor or None
             (B, 3, 2) cached Macenko stain matrices of these samples (only for
-            ``stain="macenko"``); estimated on the fly when ``None``.
+            ``stain="macenko"`` and ``"macenko-hed"``); estimated on the fly when ``None``.
         params : dict or None
             Parameters from :meth:`sample_params` to replay instead of drawing new ones.
 
@@ -265,5 +201,9 @@ class BatchAugment:
                 stain_matrix = macenko_stain_matrix(rgb_to_od(x))
             out = macenko_jitter(out, params["stain_alpha"][:, :2], params["stain_beta"][:, :2],
                                  stain_matrix=stain_matrix)
+        elif self.stain == "macenko-hed":
+            if stain_matrix is None:
+                stain_matrix = macenko_stain_matrix(rgb_to_od(x))  # as for "macenko": the un-warped input
+            out = macenko_hed_jitter(out, params["stain_alpha"], params["stain_beta"], stain_matrix=stain_matrix)
         out = out.clamp(0.0, 1.0) if out is x else out.clamp_(0.0, 1.0)
         return out.to(x.dtype)

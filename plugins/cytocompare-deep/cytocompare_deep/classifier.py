@@ -1,9 +1,16 @@
-"""Image-input classifiers: ResNeXt-50 (32x4d) and the small sequential CNN.
+"""Image-input classifiers: ResNeXt-50 (32x4d) and the small sequential CNN, one class.
 
-Both follow the cytocompare/scikit-learn conventions (``input = "images"``; ``fit(ImageSet, y)``;
-``classes_`` sorted; ``predict_proba`` columns in ``classes_`` order) and share one training loop
-(:mod:`cytocompare_deep.training`). Fitted models survive ``pickle`` (the network travels as a
-CPU ``state_dict``).
+:class:`CNNClassifier` takes the network as its ``architecture`` parameter; the registered names
+``resnext50`` and ``sequential-cnn`` are the thin subclasses :class:`ResNeXt50Classifier` and
+:class:`SequentialCNNClassifier`, which only say which architecture ``architecture=None`` means.
+It follows the cytocompare/scikit-learn conventions (``input = "images"``; ``fit(ImageSet, y)``;
+``classes_`` sorted; ``predict_proba`` columns in ``classes_`` order), trains with one loop
+(:mod:`cytocompare_deep.training`), and implements the optional runner protocols
+(``Checkpointing``, ``WritesArtifacts``, ``ReportsFit``). Fitted models survive ``pickle`` (the
+network travels as a CPU ``state_dict``).
+
+This module must import without torch (the registry reads the constructor's signature): torch and
+the plugin's torch modules are imported inside the methods.
 """
 
 from __future__ import annotations
@@ -17,6 +24,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cytocompare.base import BaseComponent, check_is_fitted
+from cytocompare.protocols import Tags
+from cytocompare_deep.augment_settings import DEFAULTS as AUG
+from cytocompare_deep.augment_settings import AugmentSettings
+
+#: the networks ``architecture`` may name (:func:`cytocompare_deep.models.build`)
+ARCHITECTURES: tuple[str, ...] = ("resnext50", "sequential-cnn")
+
+
+def _precision_name(amp_dtype) -> str:
+    """The short name ``fit_report`` gives an autocast dtype: bf16, fp16, or fp32 for none."""
+    return "fp32" if amp_dtype is None else {"bfloat16": "bf16", "float16": "fp16"}[str(amp_dtype).split(".")[-1]]
 
 
 def _fingerprint(images, y: np.ndarray) -> str:
@@ -29,15 +47,171 @@ def _fingerprint(images, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class _DeepClassifier(BaseComponent):
+def _encode_labels(images, y) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(labels as str, sorted classes, class index per row), after checking them against the images."""
+    y = np.asarray(y).astype(str)
+    if len(y) != len(images):
+        raise ValueError(f"{len(images)} images but {len(y)} labels")
+    classes = sorted(set(y.tolist()))
+    if len(classes) < 2:
+        raise ValueError(f"need at least 2 classes to train, got {classes}")
+    return y, classes, np.searchsorted(np.asarray(classes), y)
+
+
+@contextlib.contextmanager
+def _torch_algorithms(deterministic: bool, device):
+    """Deterministic kernels (or cuDNN autotuning on CUDA) inside; the caller's settings after."""
+    import torch
+
+    det_prev = torch.are_deterministic_algorithms_enabled()
+    cudnn_prev = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det_prev)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_prev
+
+
+class CNNClassifier(BaseComponent):
+    """A CNN trained from scratch on the images (Matek et al. 2021).
+
+    Parameters
+    ----------
+    architecture : {"resnext50", "sequential-cnn"} or None
+        The network; ``None`` means the class's ``default_architecture`` (how the registered
+        subclasses pin theirs).
+    width : {"full", "tiny"}
+        ResNeXt-50 only: the paper's network or a one-block-per-stage version for CPU tests (the
+        sequential CNN has one size).
+    epochs : int
+        13, as in the paper.
+    samples_per_class : int or None
+        Draws per class per epoch, with replacement (25,000); ``None`` = plain epochs.
+    batch_size : int
+        128.
+    lr : float or None
+        None: 0.1 * batch / 256 for SGD, 1e-3 for AdamW.
+    optimizer : {"sgd", "adamw"}
+        SGD with Nesterov momentum, or AdamW.
+    momentum, weight_decay, label_smoothing : float
+    warmup_epochs : float
+        Linear warm-up, then cosine decay to 0.
+    input_size : int
+        Side in pixels the images are resized to before they enter the network (250). Not to be
+        confused with the data spec's ``image_size``, the size a file is expected to have.
+    device : str
+        "auto" = CUDA if available.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        "auto" = bf16 autocast on CUDA, fp32 on the CPU.
+    channels_last, compile : bool
+        Memory format and ``torch.compile``.
+    augment : bool
+        Train with :class:`~cytocompare_deep.augment.BatchAugment` built from the settings below.
+    rotation, shift, shear, flips, stain, hed_sigma, hed_bias, macenko_sigma1, macenko_sigma2, fill, p_stain
+        The augmentation settings, forwarded unchanged; their meaning, defaults and checks live
+        in :class:`~cytocompare_deep.augment_settings.AugmentSettings`.
+    num_workers : int or None
+        Decoding workers (None = auto).
+    checkpoint_dir : str or None
+        Folder for the per-epoch checkpoint (``Checkpointing``: the runner gives each fold one).
+    resume : bool
+        Continue from ``checkpoint_dir`` when it holds a checkpoint.
+    deterministic : bool
+        Deterministic kernels (bit-identical resume on the CPU).
+    random_state : int
+    progress : bool
+        One line per epoch on stderr.
+    """
+
     input: ClassVar[str] = "images"
-    tags: ClassVar[dict[str, Any]] = {"deterministic": False}
-    _model_name: ClassVar[str] = ""
+    tags: ClassVar[Tags] = Tags(deterministic=False, requires=("torch",), gpu="optional")
+    #: what ``architecture=None`` means for this class
+    default_architecture: ClassVar[str] = "resnext50"
+
+    def __init__(
+        self,
+        architecture: str | None = None,
+        width: str = "full",
+        epochs: int = 13,
+        samples_per_class: int | None = 25000,
+        batch_size: int = 128,
+        lr: float | None = None,
+        optimizer: str = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 5e-5,
+        label_smoothing: float = 0.0,
+        warmup_epochs: float = 0.5,
+        input_size: int = 250,
+        device: str = "auto",
+        precision: str = "auto",
+        channels_last: bool = True,
+        compile: bool = False,
+        augment: bool = True,
+        rotation: float = AUG.rotation,
+        shift: float = AUG.shift,
+        shear: float = AUG.shear,
+        flips: bool = AUG.flips,
+        stain: str | None = AUG.stain,
+        hed_sigma: float = AUG.hed_sigma,
+        hed_bias: float = AUG.hed_bias,
+        macenko_sigma1: float = AUG.macenko_sigma1,
+        macenko_sigma2: float = AUG.macenko_sigma2,
+        fill: float | None = AUG.fill,
+        p_stain: float = AUG.p_stain,
+        num_workers: int | None = None,
+        checkpoint_dir: str | None = None,
+        resume: bool = True,
+        deterministic: bool = False,
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.architecture = architecture
+        self.width = width
+        self.epochs = epochs
+        self.samples_per_class = samples_per_class
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.warmup_epochs = warmup_epochs
+        self.input_size = input_size
+        self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compile = compile
+        self.augment = augment
+        self.rotation = rotation
+        self.shift = shift
+        self.shear = shear
+        self.flips = flips
+        self.stain = stain
+        self.hed_sigma = hed_sigma
+        self.hed_bias = hed_bias
+        self.macenko_sigma1 = macenko_sigma1
+        self.macenko_sigma2 = macenko_sigma2
+        self.fill = fill
+        self.p_stain = p_stain
+        self.num_workers = num_workers
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
+        self.deterministic = deterministic
+        self.random_state = random_state
+        self.progress = progress
 
     # ------------------------------------------------------------------ helpers
 
-    def _width(self) -> str:
-        return "full"
+    def _architecture(self) -> str:
+        name = self.architecture if self.architecture is not None else self.default_architecture
+        if name not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {name!r}")
+        return name
 
     def _lr(self) -> float:
         if self.lr is not None:
@@ -52,111 +226,98 @@ class _DeepClassifier(BaseComponent):
             return 0  # in-memory arrays: nothing to decode
         return max(0, min(8, (os.cpu_count() or 2) - 1))
 
+    def augment_settings(self) -> AugmentSettings:
+        """The augmentation settings among this classifier's parameters (checked on the way)."""
+        return AugmentSettings(**{name: getattr(self, name) for name in AugmentSettings.names()})
+
     def _make_augment(self):
         if not self.augment:
             return None
-        try:
-            from cytocompare_deep.augment import BatchAugment
-        except ImportError as exc:  # pragma: no cover - depends on the sibling module
-            raise ImportError(
-                f"augment=True needs cytocompare_deep.augment.BatchAugment ({exc}); set augment=False to train without"
-            ) from exc
-        return BatchAugment(
-            rotation=float(self.rotation),
-            shift=float(self.shift),
-            shear=float(self.shear),
-            flips=bool(self.flips),
-            stain=self.stain,
-            hed_sigma=float(self.hed_sigma),
-        )
+        from cytocompare_deep.augment import BatchAugment
+
+        return BatchAugment(**self.augment_settings().as_dict())
 
     def _device(self):
         from cytocompare_deep.training import resolve_device
 
         return resolve_device(self.device)
 
+    def _train_setup(self, images, y: np.ndarray, classes: list[str], dev, workers: int):
+        """The training loop's settings, from this classifier's parameters."""
+        from cytocompare_deep import training
+
+        return training.TrainSetup(
+            name=self._architecture(),
+            epochs=int(self.epochs),
+            samples_per_class=None if self.samples_per_class is None else int(self.samples_per_class),
+            batch_size=int(self.batch_size),
+            lr=self._lr(),
+            optimizer=self.optimizer,
+            momentum=float(self.momentum),
+            weight_decay=float(self.weight_decay),
+            label_smoothing=float(self.label_smoothing),
+            warmup_epochs=float(self.warmup_epochs),
+            device=dev,
+            amp_dtype=training.resolve_precision(self.precision, dev),
+            channels_last=bool(self.channels_last),
+            compile=bool(self.compile),
+            augment=self._make_augment(),
+            random_state=int(self.random_state),
+            deterministic=bool(self.deterministic),
+            progress=bool(self.progress),
+            checkpoint_dir=None if self.checkpoint_dir is None else Path(self.checkpoint_dir),
+            resume=bool(self.resume),
+            fingerprint=_fingerprint(images, y),
+            classes=classes,
+            params={**self.get_params(deep=False), "model": self._architecture(), "width": self.width},
+            num_workers=workers,
+            on_epoch_end=getattr(self, "_on_epoch_end", None),
+        )
+
     # ------------------------------------------------------------------ fit
 
-    def fit(self, images, y) -> _DeepClassifier:
+    def fit(self, images, y) -> CNNClassifier:
         import torch
 
         from cytocompare_deep import loading, models, training
 
-        y = np.asarray(y).astype(str)
-        if len(y) != len(images):
-            raise ValueError(f"{len(images)} images but {len(y)} labels")
-        classes = sorted(set(y.tolist()))
-        if len(classes) < 2:
-            raise ValueError(f"need at least 2 classes to train, got {classes}")
-        y_idx = np.searchsorted(np.asarray(classes), y)
+        y, classes, y_idx = _encode_labels(images, y)
         dev = self._device()
-        amp = training.resolve_precision(self.precision, dev)
-        size = int(self.image_size)
-        params = {**self.get_params(deep=False), "model": self._model_name, "width": self._width()}
-
-        det_prev = torch.are_deterministic_algorithms_enabled()
-        cudnn_prev = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+        setup = self._train_setup(images, y, classes, dev, self._num_workers(images))
         fork_devices = [dev.index or 0] if dev.type == "cuda" else []
-        try:
-            if self.deterministic:
-                torch.use_deterministic_algorithms(True)
-                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-            elif dev.type == "cuda":
-                torch.backends.cudnn.benchmark = True
-            with torch.random.fork_rng(devices=fork_devices), _seeded_numpy_python(self.random_state):
-                torch.manual_seed(int(self.random_state))
-                model = models.build(self._model_name, len(classes), width=self._width())
-                workers = self._num_workers(images)
-                data = None
-                if loading.fits_on_device(len(images), size, dev):
-                    data = loading.load_all(images, size, dev, num_workers=workers)
-                    rows = np.random.RandomState(self.random_state).permutation(len(images))[:2000]
-                    mean, std = loading.channel_stats(data[torch.as_tensor(rows, device=dev)])
-                else:
-                    rows = np.sort(np.random.RandomState(self.random_state).permutation(len(images))[:1000])
-                    sample = loading.load_all(images.subset(rows), size, dev, num_workers=workers)
-                    mean, std = loading.channel_stats(sample)
-                    del sample
-                setup = training.TrainSetup(
-                    name=self._model_name,
-                    epochs=int(self.epochs),
-                    samples_per_class=None if self.samples_per_class is None else int(self.samples_per_class),
-                    batch_size=int(self.batch_size),
-                    lr=self._lr(),
-                    optimizer=self.optimizer,
-                    momentum=float(self.momentum),
-                    weight_decay=float(self.weight_decay),
-                    label_smoothing=float(self.label_smoothing),
-                    warmup_epochs=float(self.warmup_epochs),
-                    device=dev,
-                    amp_dtype=amp,
-                    channels_last=bool(self.channels_last),
-                    compile=bool(self.compile),
-                    augment=self._make_augment(),
-                    random_state=int(self.random_state),
-                    deterministic=bool(self.deterministic),
-                    progress=bool(self.progress),
-                    checkpoint_dir=None if self.checkpoint_dir is None else Path(self.checkpoint_dir),
-                    resume=bool(self.resume),
-                    fingerprint=_fingerprint(images, y),
-                    classes=classes,
-                    params=params,
-                    num_workers=workers,
-                    on_epoch_end=getattr(self, "_on_epoch_end", None),
-                )
-                model, mean, std = training.train(
-                    model, setup, y_idx, mean, std, data=data, images=images, image_size=size
-                )
-        finally:
-            torch.use_deterministic_algorithms(det_prev)
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_prev
+        with _torch_algorithms(bool(self.deterministic), dev), torch.random.fork_rng(devices=fork_devices), \
+                _seeded_numpy_python(self.random_state):
+            torch.manual_seed(int(self.random_state))
+            # the model is built before any image is decoded: both draw from the seeded RNG
+            model = models.build(setup.name, len(classes), width=self.width)
+            source, mean, std = loading.training_images(images, int(self.input_size), dev, setup.num_workers,
+                                                        int(self.random_state))
+            model, mean, std = training.train(model, setup, y_idx, mean, std, source)
         self.classes_ = np.asarray(classes, dtype=object)
         self.model_ = model
         self.mean_ = np.asarray(mean, dtype=np.float32)
         self.std_ = np.asarray(std, dtype=np.float32)
         self.n_parameters_ = models.count_parameters(model)
         self.history_ = list(setup.history)
+        self.fit_facts_ = {"device": str(dev), "precision": _precision_name(setup.amp_dtype),
+                           "data_on_device": bool(source.resident)}
         return self
+
+    def fit_report(self) -> dict[str, Any]:
+        """JSON-able facts of the last fit (``ReportsFit``): the network, where and how it trained,
+        and how many epochs the fitted weights have had (including those of a resumed checkpoint)."""
+        check_is_fitted(self, "model_")
+        name = self._architecture()
+        return {
+            "architecture": name,
+            "width": self.width if name == "resnext50" else None,
+            "parameters": int(self.n_parameters_),
+            "input_size": int(self.input_size),
+            "epochs_completed": len(self.history_),
+            "final_loss": float(self.history_[-1]["loss"]) if self.history_ else None,
+            "compile": bool(self.compile),
+            **self.fit_facts_,
+        }
 
     # ------------------------------------------------------------------ inference
 
@@ -176,7 +337,7 @@ class _DeepClassifier(BaseComponent):
         outs = []
         workers = self._num_workers(images)
         with torch.inference_mode(), torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            for xb in loading.iter_decoded(images, int(self.image_size), dev, batch_size=batch_size, num_workers=workers):
+            for xb in loading.iter_decoded(images, int(self.input_size), dev, batch_size=batch_size, num_workers=workers):
                 x = training.prepare_input(xb, mean, std, bool(self.channels_last))
                 if features:
                     outs.append(models.penultimate(model, x).float())
@@ -225,16 +386,10 @@ class _DeepClassifier(BaseComponent):
         out_dir.mkdir(parents=True, exist_ok=True)
         y_true = np.asarray(y_true).astype(str)
         pred = self.predict(images)
-        # one cell per class (sorted), then fill up in order
-        chosen: list[int] = []
-        for c in sorted(set(y_true.tolist())):
-            chosen.append(int(np.flatnonzero(y_true == c)[0]))
-        if n_cells is None:
-            n_cells = len(chosen)
-        chosen = (chosen + [i for i in range(len(y_true)) if i not in chosen])[: min(n_cells, len(y_true))]
+        chosen = _cells_to_explain(y_true, n_cells)
         dev = self._device()
         model = self.model_.to(dev).eval()
-        x_u8 = loading.load_all(images.subset(chosen), int(self.image_size), dev)
+        x_u8 = loading.load_all(images.subset(chosen), int(self.input_size), dev)
         mean = torch.as_tensor(self.mean_, device=dev).view(1, 3, 1, 1)
         std = torch.as_tensor(self.std_, device=dev).view(1, 3, 1, 1)
         x = training.prepare_input(x_u8, mean, std, channels_last=False)
@@ -272,9 +427,18 @@ class _DeepClassifier(BaseComponent):
         if model_state is not None:
             from cytocompare_deep import models
 
-            model = models.build(self._model_name, len(self.classes_), width=self._width())
+            model = models.build(self._architecture(), len(self.classes_), width=self.width)
             model.load_state_dict(model_state)
             self.model_ = model.eval()
+
+
+def _cells_to_explain(y_true: np.ndarray, n_cells: int | None) -> list[int]:
+    """Rows to explain: the first cell of each class (sorted), then the others in order, ``n_cells``
+    in all (default: one per class, so no class is left out)."""
+    chosen = [int(np.flatnonzero(y_true == c)[0]) for c in sorted(set(y_true.tolist()))]
+    if n_cells is None:
+        n_cells = len(chosen)
+    return (chosen + [i for i in range(len(y_true)) if i not in chosen])[: min(n_cells, len(y_true))]
 
 
 @contextlib.contextmanager
@@ -292,147 +456,15 @@ def _seeded_numpy_python(seed: int):
         random.setstate(py_state)
 
 
-_COMMON_DOC = """
-    Parameters (shared): ``epochs`` (13), ``samples_per_class`` (25,000 draws per class per epoch,
-    with replacement; ``None`` = plain epochs), ``batch_size`` (128), ``lr`` (None: 0.1*batch/256
-    for SGD, 1e-3 for AdamW), ``optimizer`` ("sgd" with Nesterov momentum, or "adamw"),
-    ``momentum``, ``weight_decay``, ``label_smoothing``, ``warmup_epochs`` (linear warm-up then
-    cosine), ``image_size`` (250), ``device`` ("auto" = CUDA if available), ``precision``
-    ("auto" = bf16 autocast on CUDA, fp32 on CPU; or "fp32", "bf16", "fp16"), ``channels_last``,
-    ``compile`` (torch.compile), ``augment`` and its settings ``rotation``, ``shift``, ``shear``,
-    ``flips``, ``stain``, ``hed_sigma`` (passed to ``BatchAugment``), ``num_workers`` (None =
-    auto), ``checkpoint_dir`` + ``resume``, ``deterministic``, ``random_state``, ``progress``.
-"""
+class ResNeXt50Classifier(CNNClassifier):
+    """ResNeXt-50 (32x4d) trained from scratch (Matek et al. 2021); registered as ``resnext50``.
+    All parameters: :class:`CNNClassifier`."""
+
+    default_architecture: ClassVar[str] = "resnext50"
 
 
-class ResNeXt50Classifier(_DeepClassifier):
-    __doc__ = "ResNeXt-50 (32x4d) trained from scratch (Matek et al. 2021).\n" + _COMMON_DOC + (
-        "    ``width``: \"full\" (the paper's network) or \"tiny\" (CPU tests).\n"
-    )
-    _model_name: ClassVar[str] = "resnext50"
+class SequentialCNNClassifier(CNNClassifier):
+    """Small sequential CNN of about 304k parameters (a stand-in, see docs/deep.md); registered as
+    ``sequential-cnn``. All parameters: :class:`CNNClassifier`."""
 
-    def __init__(
-        self,
-        epochs: int = 13,
-        samples_per_class: int | None = 25000,
-        batch_size: int = 128,
-        lr: float | None = None,
-        optimizer: str = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 5e-5,
-        label_smoothing: float = 0.0,
-        warmup_epochs: float = 0.5,
-        image_size: int = 250,
-        device: str = "auto",
-        precision: str = "auto",
-        channels_last: bool = True,
-        compile: bool = False,
-        augment: bool = True,
-        rotation: float = 180.0,
-        shift: float = 0.25,
-        shear: float = 0.2,
-        flips: bool = True,
-        stain: str | None = "hed",
-        hed_sigma: float = 0.05,
-        num_workers: int | None = None,
-        checkpoint_dir: str | None = None,
-        resume: bool = True,
-        deterministic: bool = False,
-        random_state: int = 0,
-        progress: bool = True,
-        width: str = "full",
-    ) -> None:
-        self.epochs = epochs
-        self.samples_per_class = samples_per_class
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.label_smoothing = label_smoothing
-        self.warmup_epochs = warmup_epochs
-        self.image_size = image_size
-        self.device = device
-        self.precision = precision
-        self.channels_last = channels_last
-        self.compile = compile
-        self.augment = augment
-        self.rotation = rotation
-        self.shift = shift
-        self.shear = shear
-        self.flips = flips
-        self.stain = stain
-        self.hed_sigma = hed_sigma
-        self.num_workers = num_workers
-        self.checkpoint_dir = checkpoint_dir
-        self.resume = resume
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.progress = progress
-        self.width = width
-
-    def _width(self) -> str:
-        return self.width
-
-
-class SequentialCNNClassifier(_DeepClassifier):
-    __doc__ = "Small sequential CNN of about 304k parameters (stand-in; see docs/deep.md).\n" + _COMMON_DOC
-    _model_name: ClassVar[str] = "sequential-cnn"
-
-    def __init__(
-        self,
-        epochs: int = 13,
-        samples_per_class: int | None = 25000,
-        batch_size: int = 128,
-        lr: float | None = None,
-        optimizer: str = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 5e-5,
-        label_smoothing: float = 0.0,
-        warmup_epochs: float = 0.5,
-        image_size: int = 250,
-        device: str = "auto",
-        precision: str = "auto",
-        channels_last: bool = True,
-        compile: bool = False,
-        augment: bool = True,
-        rotation: float = 180.0,
-        shift: float = 0.25,
-        shear: float = 0.2,
-        flips: bool = True,
-        stain: str | None = "hed",
-        hed_sigma: float = 0.05,
-        num_workers: int | None = None,
-        checkpoint_dir: str | None = None,
-        resume: bool = True,
-        deterministic: bool = False,
-        random_state: int = 0,
-        progress: bool = True,
-    ) -> None:
-        self.epochs = epochs
-        self.samples_per_class = samples_per_class
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.label_smoothing = label_smoothing
-        self.warmup_epochs = warmup_epochs
-        self.image_size = image_size
-        self.device = device
-        self.precision = precision
-        self.channels_last = channels_last
-        self.compile = compile
-        self.augment = augment
-        self.rotation = rotation
-        self.shift = shift
-        self.shear = shear
-        self.flips = flips
-        self.stain = stain
-        self.hed_sigma = hed_sigma
-        self.num_workers = num_workers
-        self.checkpoint_dir = checkpoint_dir
-        self.resume = resume
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.progress = progress
+    default_architecture: ClassVar[str] = "sequential-cnn"

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["default_target_layer", "gradcam_maps", "smoothgrad_maps", "write_explanations", "write_umap"]
+from cytocompare_deep.models import gradcam_target_layer
+
+__all__ = ["gradcam_maps", "smoothgrad_maps", "write_explanations", "write_umap"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,25 +144,6 @@ def smoothgrad_maps(
 # ------------------------------------------------------------------------------------------------
 # Grad-CAM
 # ------------------------------------------------------------------------------------------------
-def default_target_layer(model: nn.Module) -> nn.Module:
-    """The layer whose activations Grad-CAM should use: the last convolutional stage.
-
-    torchvision ResNet / ResNeXt (anything with a non-empty ``layer4`` Sequential):
-    ``model.layer4[-1]``, the last bottleneck block. Any other model, e.g. a plain
-    ``nn.Sequential`` CNN: the last ``nn.Conv2d`` in registration order (its output is the
-    finest-grained map that still has the most semantic channels; the BN / ReLU after it only
-    rescale and clip it). A ``torch.compile`` wrapper is looked through.
-    """
-    model = getattr(model, "_orig_mod", model)
-    layer4 = getattr(model, "layer4", None)
-    if isinstance(layer4, nn.Sequential) and len(layer4) > 0:
-        return layer4[-1]
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"no Conv2d in {type(model).__name__}: pass target_layer explicitly")
-    return convs[-1]
-
-
 def gradcam_maps(
     model: nn.Module,
     x: torch.Tensor,
@@ -179,7 +162,7 @@ def gradcam_maps(
     targets : sequence of int, Tensor or int
         Class index to explain per image.
     target_layer : nn.Module or None
-        Layer whose activations are weighted; :func:`default_target_layer` when ``None``.
+        Layer whose activations are weighted; ``models.gradcam_target_layer(model)`` when ``None``.
     batch_size : int
         Images per Grad-CAM call.
 
@@ -195,7 +178,7 @@ def gradcam_maps(
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer = target_layer if target_layer is not None else default_target_layer(model)
+    layer = target_layer if target_layer is not None else gradcam_target_layer(model)
     device = _model_device(model)
     x = x.detach().to(device)
     tlist = _as_target_list(targets, x.shape[0])
@@ -257,7 +240,7 @@ def write_explanations(
     out_path : Path or str
         PNG to write (parent folders are created).
     target_layer : nn.Module or None
-        Grad-CAM layer; :func:`default_target_layer` when ``None``.
+        Grad-CAM layer; :func:`cytocompare_deep.models.gradcam_target_layer` when ``None``.
     targets : sequence of int or None
         Class indices to explain; the model's predictions (argmax) when ``None``.
     n_samples, noise_level : int, float

@@ -9,8 +9,9 @@ Two decoders, one result:
   batch goes to a GPU.
 
 Resizing to ``size`` happens on the tensor (bilinear, antialiased) only when an image differs.
-A whole data set is kept on the device as uint8 when it fits (:func:`fits_on_device`); 2,800
-images at 250x250 are 525 MB. Larger sets are streamed batch by batch.
+A whole training set is kept on the device as uint8 when it fits (:func:`training_images` decides,
+with :func:`fits_on_device`); 2,800 images at 250x250 are 525 MB. Larger sets are streamed batch by
+batch.
 """
 
 from __future__ import annotations
@@ -151,3 +152,55 @@ def channel_stats(images_u8: torch.Tensor) -> tuple[list[float], list[float]]:
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return [float(v) for v in mean.cpu()], [float(v) for v in std.cpu()]
+
+
+# --------------------------------------------------------------------------- training sources
+# The one place that decides "on the device or streamed": training_images() picks, the loop only
+# asks the chosen source for batches.
+
+
+class ResidentImages:
+    """The whole training set, decoded once, as one uint8 (N, 3, S, S) tensor on the device."""
+
+    resident = True
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+
+    def batches(self, order: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+        """``len(order) // batch_size`` batches gathered on the device, rows in ``order`` (a partial
+        last one is not served: every step has the same shape)."""
+        order_dev = torch.as_tensor(order, device=self.data.device)
+        for s in range(len(order) // batch_size):
+            yield self.data.index_select(0, order_dev[s * batch_size : (s + 1) * batch_size])
+
+
+class StreamedImages:
+    """The training set decoded batch by batch (nvJPEG on CUDA, PIL workers on the CPU)."""
+
+    resident = False
+
+    def __init__(self, images, size: int, device: torch.device, num_workers: int = 0) -> None:
+        self.images, self.size, self.device, self.num_workers = images, size, device, num_workers
+
+    def batches(self, order: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+        """``len(order) // batch_size`` batches decoded in ``order`` (a partial last one is not)."""
+        full = np.asarray(order)[: len(order) // batch_size * batch_size]
+        return iter_decoded(self.images, self.size, self.device, batch_size=batch_size,
+                            num_workers=self.num_workers, indices=full)
+
+
+def training_images(
+    images, size: int, device: torch.device, num_workers: int, seed: int
+) -> tuple[ResidentImages | StreamedImages, list[float], list[float]]:
+    """The training set as a batch source, resident when it fits (:func:`fits_on_device`) and
+    streamed otherwise, with the per-channel mean and std of a seeded sample of it (2,000 rows of
+    the resident set, or 1,000 rows decoded once for streaming)."""
+    rows = np.random.RandomState(seed).permutation(len(images))
+    if fits_on_device(len(images), size, device):
+        data = load_all(images, size, device, num_workers=num_workers)
+        mean, std = channel_stats(data[torch.as_tensor(rows[:2000], device=device)])
+        return ResidentImages(data), mean, std
+    sample = load_all(images.subset(np.sort(rows[:1000])), size, device, num_workers=num_workers)
+    mean, std = channel_stats(sample)
+    return StreamedImages(images, size, device, num_workers), mean, std

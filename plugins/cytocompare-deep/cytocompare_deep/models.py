@@ -111,11 +111,20 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def gradcam_target_layer(model: nn.Module) -> nn.Module:
-    """The layer Grad-CAM should use: ``layer4[-1]`` for ResNeXt, the last conv block otherwise."""
-    model = getattr(model, "_orig_mod", model)
-    from torchvision.models import ResNet
+    """The layer whose activations Grad-CAM uses (the one home of that choice): the last
+    convolutional stage.
 
-    if isinstance(model, ResNet):
-        return model.layer4[-1]
+    torchvision ResNet / ResNeXt (anything with a non-empty ``layer4`` Sequential):
+    ``model.layer4[-1]``, the last bottleneck block. Any other model, e.g. the sequential CNN:
+    the last ``nn.Conv2d`` in registration order (its output is the finest-grained map that still
+    has the most semantic channels; the BN / ReLU after it only rescale and clip it). A
+    ``torch.compile`` wrapper is looked through.
+    """
+    model = getattr(model, "_orig_mod", model)
+    layer4 = getattr(model, "layer4", None)
+    if isinstance(layer4, nn.Sequential) and len(layer4) > 0:
+        return layer4[-1]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"no Conv2d in {type(model).__name__}: pass target_layer explicitly")
     return convs[-1]

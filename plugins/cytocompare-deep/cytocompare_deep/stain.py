@@ -24,7 +24,11 @@ image, which for MGG are the blue-violet (azure/methylene blue) and the pink (eo
 component. "First stain" below means the direction with the larger red optical density (the
 bluish one), as in torchstain / Macenko's reference code.
 
-Both jitters are an affine map of optical density, so each sample's augmentation folds into
+* **The chain** (``macenko_hed_jitter``): Macenko stain separation, then Tellez's HED perturbation
+  of the coordinates in the image's own stain basis (two stains + their normal), with Tellez's
+  ranges and units.
+
+All jitters are an affine map of optical density, so each sample's augmentation folds into
 one 3x3 matrix plus an offset, applied as one batched matrix product.
 
 This module imports torch; the plugin's ``__init__`` must not import it.
@@ -39,9 +43,12 @@ import torch
 __all__ = [
     "HED_FROM_RGB",
     "RGB_FROM_HED",
+    "basis_jitter",
+    "complete_stain_basis",
     "hed_jitter",
     "hed_to_rgb",
     "macenko_concentrations",
+    "macenko_hed_jitter",
     "macenko_jitter",
     "macenko_stain_matrix",
     "masked_quantile",
@@ -359,3 +366,75 @@ def macenko_jitter(
     matrix = eye + s @ ((alpha - 1.0)[:, :, None] * torch.linalg.pinv(s))  # (B, 3, 3)
     offset = (s @ beta[:, :, None])[:, :, 0]  # (B, 3)
     return od_to_rgb(_apply_channel_map(od, matrix, offset)).to(rgb.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# the chain: Macenko stain separation, then Tellez's HED perturbation in that basis
+# --------------------------------------------------------------------------------------------
+def complete_stain_basis(stain_matrix: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 2) stain vectors -> (B, 3, 3) basis: the two stains plus their unit normal as the third
+    ("residual") channel, as HistomicsTK's ``complement_stain_matrix`` does, so that every optical
+    density (not only the stains' plane) has coordinates and nothing is lost on the way back."""
+    s = stain_matrix.float()
+    third = torch.linalg.cross(s[:, :, 0], s[:, :, 1], dim=1)
+    third = third / third.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return torch.cat([s, third[:, :, None]], dim=2)
+
+
+def basis_jitter(rgb: torch.Tensor, basis: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Tellez's perturbation ``c' = alpha * c + beta`` of the coordinates ``c`` of each pixel's optical
+    density in a per-sample stain ``basis``, in scikit-image HED units (OD / ln(1e6)).
+
+    With the Ruifrok-Johnston basis (columns = ``RGB_FROM_HED`` rows) this is scikit-image's
+    ``hed2rgb(rgb2hed(x) * alpha + beta)`` for colours inside the HED cone (no negative stains to
+    clamp); with a Macenko basis (:func:`complete_stain_basis`) it perturbs the image's own stains.
+
+    Parameters
+    ----------
+    rgb : Tensor
+        (B, 3, H, W) RGB in ``[0, 1]``.
+    basis : Tensor
+        (B, 3, 3) or (3, 3): columns are the stains' OD vectors.
+    alpha, beta : Tensor
+        (B, 3) scale and bias per sample and basis channel.
+    """
+    w = basis.to(device=rgb.device, dtype=torch.float64)
+    if w.ndim == 2:
+        w = w.expand(rgb.shape[0], 3, 3)
+    alpha = alpha.to(device=rgb.device, dtype=torch.float64)
+    beta = beta.to(device=rgb.device, dtype=torch.float64)
+    # od' = W (diag(alpha) W^-1 od / s + beta) s = [W diag(alpha) W^-1] od + s W beta  (3x3 in float64)
+    # inv_ex: no error check, so no host sync on CUDA (a Macenko basis is never singular: two
+    # distinct unit stains and their unit normal)
+    matrix = (w @ (alpha[:, :, None] * torch.linalg.inv_ex(w).inverse)).float()
+    offset = (_SKIMAGE_OD_SCALE * (w @ beta[:, :, None])[:, :, 0]).float()
+    return od_to_rgb(_apply_channel_map(rgb_to_od(rgb), matrix, offset)).to(rgb.dtype)
+
+
+def macenko_hed_jitter(
+    rgb: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    stain_matrix: torch.Tensor | None = None,
+    **estimate_kwargs: float,
+) -> torch.Tensor:
+    """The chain: Macenko stain separation (each image's own two stains, :func:`macenko_stain_matrix`,
+    completed by their normal), then Tellez's HED perturbation of the coordinates in that basis.
+
+    The fixed Ruifrok HED basis is made for H&E; MGG smears have other dyes, so the HED channels mix
+    them. Separating first makes ``alpha`` and ``beta`` act on the amounts of the image's real stains,
+    with Tellez's ranges and units (``alpha ~ U(1 - sigma, 1 + sigma)``, ``beta ~ U(-bias, bias)`` in
+    scikit-image HED units). ``alpha = 1, beta = 0`` is the identity.
+
+    Parameters
+    ----------
+    rgb : Tensor
+        (B, 3, H, W) RGB in ``[0, 1]``.
+    alpha, beta : Tensor
+        (B, 3): first stain, second stain, residual channel.
+    stain_matrix : Tensor or None
+        (B, 3, 2) cached Macenko stains; estimated from ``rgb`` when ``None``.
+    """
+    if stain_matrix is None:
+        stain_matrix = macenko_stain_matrix(rgb_to_od(rgb), **estimate_kwargs)
+    return basis_jitter(rgb, complete_stain_basis(stain_matrix), alpha, beta)

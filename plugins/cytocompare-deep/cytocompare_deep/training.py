@@ -266,117 +266,146 @@ def _log(setup: TrainSetup, msg: str) -> None:
         print(f"[{setup.name}] {msg}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """How many optimisation steps of which batch size make an epoch, and the schedule's length."""
+
+    steps: int
+    batch_size: int
+    total_steps: int
+    warmup_steps: int
+
+
+def plan_epochs(y: np.ndarray, setup: TrainSetup) -> EpochPlan:
+    """Steps per epoch from the epoch's length; the last partial batch is dropped, so every step has
+    the same shape (``torch.compile``, batch norm)."""
+    n_per_epoch = len(epoch_indices(y, len(setup.classes), setup.samples_per_class, setup.random_state, 0))
+    bs = min(setup.batch_size, n_per_epoch)
+    steps = max(1, n_per_epoch // bs)
+    return EpochPlan(steps, bs, steps * setup.epochs, int(round(setup.warmup_epochs * steps)))
+
+
+def restore_checkpoint(
+    ckpt_path: Path, setup: TrainSetup, model: nn.Module, stepper: Stepper, gen: torch.Generator
+) -> tuple[int, list[float], list[float]]:
+    """Load ``ckpt_path`` into the model, optimiser, schedule and every RNG after checking that it
+    belongs to this training set, model and schedule; returns (completed epochs, mean, std) and
+    puts the checkpoint's history into ``setup.history``."""
+    state = load_checkpoint(ckpt_path)
+    if state["fingerprint"] != setup.fingerprint or list(state["classes"]) != setup.classes:
+        raise CheckpointError(
+            f"{ckpt_path} was written for another training set or class list; "
+            "delete it, use another checkpoint_dir, or set resume=False"
+        )
+    if state["params"].get("model") != setup.params.get("model") or state["params"].get("width") != setup.params.get("width"):
+        raise CheckpointError(f"{ckpt_path} holds another model ({state['params'].get('model')})")
+    model.load_state_dict(state["model"])
+    if int(state["epoch"]) < setup.epochs:
+        if state["params"].get("epochs") != setup.epochs:
+            raise CheckpointError(
+                f"{ckpt_path}: epochs changed from {state['params'].get('epochs')} to {setup.epochs}; "
+                "the learning-rate schedule depends on it, so this run cannot resume"
+            )
+        stepper.opt.load_state_dict(state["optimizer"])
+        stepper.sched.load_state_dict(state["scheduler"])
+        if stepper.scaler is not None and state.get("scaler"):
+            stepper.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"], gen)
+    setup.history[:] = list(state.get("history", []))
+    return int(state["epoch"]), list(state["mean"]), list(state["std"])
+
+
+def checkpoint_state(
+    model: nn.Module, stepper: Stepper, gen: torch.Generator, setup: TrainSetup, epoch: int,
+    mean: list[float], std: list[float],
+) -> dict[str, Any]:
+    """Everything a resume needs after ``epoch`` completed epochs, as tensors and plain values."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": stepper.opt.state_dict(),
+        "scheduler": stepper.sched.state_dict(),
+        "scaler": stepper.scaler.state_dict() if stepper.scaler is not None else None,
+        "rng": rng_state(gen),
+        "epoch": epoch,
+        "classes": list(setup.classes),
+        "params": plain_params(setup.params),
+        "fingerprint": setup.fingerprint,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "history": [dict(h) for h in setup.history],
+    }
+
+
+def run_epoch(
+    stepper: Stepper, source: Any, y: np.ndarray, y_dev: torch.Tensor, epoch: int, plan: EpochPlan,
+    mean_t: torch.Tensor, std_t: torch.Tensor, gen: torch.Generator,
+) -> dict[str, float]:
+    """One epoch of steps over ``source`` (a :func:`~cytocompare_deep.loading.training_images`
+    source); ``y`` are the labels on the host (they choose the epoch's rows), ``y_dev`` the same on
+    the device (they feed the loss). Returns the epoch's history record."""
+    setup = stepper.setup
+    bs, steps = plan.batch_size, plan.steps
+    stepper.model.train()
+    order = epoch_indices(y, len(setup.classes), setup.samples_per_class, setup.random_state, epoch)[: steps * bs]
+    order_dev = torch.as_tensor(order, device=setup.device)
+    loss_sum = torch.zeros((), device=setup.device)
+    t0 = time.perf_counter()
+    for s, xb in enumerate(source.batches(order, bs)):
+        yb = y_dev.index_select(0, order_dev[s * bs : (s + 1) * bs])
+        x = prepare_input(xb, mean_t, std_t, setup.channels_last, setup.augment, gen)
+        loss_sum += stepper(x, yb)
+    mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
+    secs = time.perf_counter() - t0
+    return {
+        "epoch": epoch + 1,
+        "loss": mean_loss,
+        "lr": stepper.sched.get_last_lr()[0],
+        "img_per_s": steps * bs / max(secs, 1e-9),
+        "seconds": secs,
+    }
+
+
 def train(
     model: nn.Module,
     setup: TrainSetup,
     y: np.ndarray,
     mean: list[float],
     std: list[float],
-    data: torch.Tensor | None = None,
-    images: Any = None,
-    image_size: int | None = None,
+    source: Any,
 ) -> tuple[nn.Module, list[float], list[float]]:
     """Train ``model`` in place; returns (model, mean, std) (mean/std from the checkpoint on resume).
 
-    ``data``: the whole training set as uint8 (N,3,S,S) on ``setup.device`` (GPU-resident path), or
-    ``None`` to stream ``images`` batch by batch (decoded by nvJPEG on CUDA, PIL workers on CPU).
+    ``source``: where the batches come from (:func:`cytocompare_deep.loading.training_images`
+    chose once between the device-resident set and streaming); ``source.batches(order, size)``
+    yields uint8 (B, 3, S, S) batches on ``setup.device`` in the given row order.
     """
-    from cytocompare_deep.loading import iter_decoded
-
     dev = setup.device
-    n_classes = len(setup.classes)
-    n_per_epoch = len(epoch_indices(y, n_classes, setup.samples_per_class, setup.random_state, 0))
-    bs = min(setup.batch_size, n_per_epoch)
-    steps = max(1, n_per_epoch // bs)  # drop the last partial batch: fixed shapes (compile, BN)
-    total_steps = steps * setup.epochs
-    warmup = int(round(setup.warmup_epochs * steps))
-
+    plan = plan_epochs(y, setup)
     model.to(dev)
     if setup.channels_last:
         model.to(memory_format=torch.channels_last)
-    stepper = Stepper(model, setup, total_steps, warmup)
+    stepper = Stepper(model, setup, plan.total_steps, plan.warmup_steps)
     gen = torch.Generator(device=dev).manual_seed(setup.random_state + 17)
     start_epoch = 0
-
     ckpt_path = setup.checkpoint_dir / CHECKPOINT_NAME if setup.checkpoint_dir else None
     if ckpt_path is not None and setup.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        if state["fingerprint"] != setup.fingerprint or list(state["classes"]) != setup.classes:
-            raise CheckpointError(
-                f"{ckpt_path} was written for another training set or class list; "
-                "delete it, use another checkpoint_dir, or set resume=False"
-            )
-        if state["params"].get("model") != setup.params.get("model") or state["params"].get("width") != setup.params.get("width"):
-            raise CheckpointError(f"{ckpt_path} holds another model ({state['params'].get('model')})")
-        model.load_state_dict(state["model"])
-        if int(state["epoch"]) < setup.epochs:
-            if state["params"].get("epochs") != setup.epochs:
-                raise CheckpointError(
-                    f"{ckpt_path}: epochs changed from {state['params'].get('epochs')} to {setup.epochs}; "
-                    "the learning-rate schedule depends on it, so this run cannot resume"
-                )
-            stepper.opt.load_state_dict(state["optimizer"])
-            stepper.sched.load_state_dict(state["scheduler"])
-            if stepper.scaler is not None and state.get("scaler"):
-                stepper.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"], gen)
-        mean, std = list(state["mean"]), list(state["std"])
-        setup.history[:] = list(state.get("history", []))
-        start_epoch = int(state["epoch"])
+        start_epoch, mean, std = restore_checkpoint(ckpt_path, setup, model, stepper, gen)
         _log(setup, f"resumed from {ckpt_path} after epoch {start_epoch}/{setup.epochs}")
 
     mean_t = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=dev).view(1, 3, 1, 1)
     y_dev = torch.as_tensor(np.asarray(y), dtype=torch.int64, device=dev)
-
     for epoch in range(start_epoch, setup.epochs):
-        model.train()
-        order = epoch_indices(y, n_classes, setup.samples_per_class, setup.random_state, epoch)[: steps * bs]
-        order_dev = torch.as_tensor(order, device=dev)
-        loss_sum = torch.zeros((), device=dev)
-        t0 = time.perf_counter()
-        if data is not None:
-            batches = (data.index_select(0, order_dev[s * bs : (s + 1) * bs]) for s in range(steps))
-        else:
-            batches = iter_decoded(images, image_size, dev, batch_size=bs, num_workers=setup.num_workers, indices=order)
-        for s, xb in enumerate(batches):
-            yb = y_dev.index_select(0, order_dev[s * bs : (s + 1) * bs])
-            x = prepare_input(xb, mean_t, std_t, setup.channels_last, setup.augment, gen)
-            loss_sum += stepper(x, yb)
-        mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
-        secs = time.perf_counter() - t0
-        rec = {
-            "epoch": epoch + 1,
-            "loss": mean_loss,
-            "lr": stepper.sched.get_last_lr()[0],
-            "img_per_s": steps * bs / max(secs, 1e-9),
-            "seconds": secs,
-        }
+        rec = run_epoch(stepper, source, y, y_dev, epoch, plan, mean_t, std_t, gen)
         setup.history.append(rec)
         _log(
             setup,
-            f"epoch {epoch + 1}/{setup.epochs} loss {mean_loss:.4f} lr {rec['lr']:.4g} "
-            f"{rec['img_per_s']:.0f} img/s ({secs:.1f} s, {steps} steps of {bs})",
+            f"epoch {epoch + 1}/{setup.epochs} loss {rec['loss']:.4f} lr {rec['lr']:.4g} "
+            f"{rec['img_per_s']:.0f} img/s ({rec['seconds']:.1f} s, {plan.steps} steps of {plan.batch_size})",
         )
         if ckpt_path is not None:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": stepper.opt.state_dict(),
-                    "scheduler": stepper.sched.state_dict(),
-                    "scaler": stepper.scaler.state_dict() if stepper.scaler is not None else None,
-                    "rng": rng_state(gen),
-                    "epoch": epoch + 1,
-                    "classes": list(setup.classes),
-                    "params": plain_params(setup.params),
-                    "fingerprint": setup.fingerprint,
-                    "mean": [float(v) for v in mean],
-                    "std": [float(v) for v in std],
-                    "history": [dict(h) for h in setup.history],
-                },
-            )
+            save_checkpoint(ckpt_path, checkpoint_state(model, stepper, gen, setup, epoch + 1, mean, std))
         if setup.on_epoch_end is not None:
             setup.on_epoch_end(epoch + 1)
     model.eval()

@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import PIL.Image as PIL  # pillow: a dependency of the core
+import torch
+import torchvision as tv
+
+# the optional ``explain`` extra (captum, grad-cam): without it this module skips, nothing else does
 pytest.importorskip("captum")
 pytest.importorskip("pytorch_grad_cam")
 
 from torch import nn  # noqa: E402
 
-from cytocompare_deep import explain  # noqa: E402
+from cytocompare_deep import explain, models  # noqa: E402
 
 
 def _tiny_cnn(n_classes: int = 3) -> nn.Sequential:
@@ -57,7 +61,7 @@ def test_smoothgrad_shapes_range_and_reproducible() -> None:
 
 def test_gradcam_sequential_and_hooks_released() -> None:
     model, x = _tiny_cnn(), _inputs()
-    assert explain.default_target_layer(model) is model[3]
+    assert models.gradcam_target_layer(model) is model[3]
     before = _hook_count(model)
     model.train()
     for _ in range(3):
@@ -92,10 +96,9 @@ def test_gradcam_all_zero_map_has_no_nan() -> None:
 
 
 def test_resnet18_maps() -> None:
-    tv = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     model = tv.models.resnet18(num_classes=3)
-    assert explain.default_target_layer(model) is model.layer4[-1]
+    assert models.gradcam_target_layer(model) is model.layer4[-1]
     x = _inputs(b=2, size=64)
     before = _hook_count(model)
     _check_maps(explain.gradcam_maps(model, x, [0, 2]), (2, 64, 64))
@@ -109,7 +112,6 @@ def test_targets_must_match_batch() -> None:
 
 
 def test_write_explanations_png(tmp_path: Path) -> None:
-    PIL = pytest.importorskip("PIL.Image")
     model, x = _tiny_cnn(), _inputs(b=3)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(3, 50, 50, 3), dtype=np.uint8)  # display size != model size
@@ -134,7 +136,6 @@ class _FakeUMAP:
 
 
 def test_write_umap_png_and_csv_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    PIL = pytest.importorskip("PIL.Image")
     umap = pytest.importorskip("umap")
     monkeypatch.setattr(umap, "UMAP", _FakeUMAP)
     rng = np.random.default_rng(0)
@@ -153,7 +154,6 @@ def test_write_umap_png_and_csv_fast(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.slow
 def test_write_umap_png_and_csv(tmp_path: Path) -> None:
-    PIL = pytest.importorskip("PIL.Image")
     pytest.importorskip("umap")
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 5, size=(3, 16))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")
-
-from torch import nn  # noqa: E402
-
-from cytocompare_deep import models  # noqa: E402
+from cytocompare_deep import models
 
 
 def test_sequential_cnn_parameter_count_is_about_the_papers():

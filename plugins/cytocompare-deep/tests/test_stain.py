@@ -1,14 +1,13 @@
-"""Stain augmentation: HED against scikit-image, Macenko recovery on synthetic two-stain images."""
+"""Stain augmentation: HED and the Macenko + HED chain against scikit-image, Macenko recovery on
+synthetic two-stain images."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import skimage.color as color  # the reference (the test extra): a missing one fails, never skips
+import torch
 
-torch = pytest.importorskip("torch")
-color = pytest.importorskip("skimage.color")
-
-from cytocompare_deep import stain  # noqa: E402
+from cytocompare_deep import stain
 
 
 def _to_hwc(x: torch.Tensor) -> np.ndarray:
@@ -157,3 +156,74 @@ def test_macenko_jitter_identity_and_perturbation() -> None:
     assert abs(float(ratio) - 1.2) < 0.02
     # Same result with the cached matrix as without it.
     np.testing.assert_allclose(stain.macenko_jitter(x, alpha, beta).numpy(), y.numpy(), atol=1e-6)
+
+
+# ---------------------------------------------------------------- the chain: Macenko, then Tellez HED
+
+
+def _ruifrok_basis() -> torch.Tensor:
+    return torch.tensor(color.rgb_from_hed.T, dtype=torch.float32)  # columns: H, E, D OD vectors
+
+
+def test_basis_jitter_in_the_ruifrok_basis_is_skimages_hed_jitter() -> None:
+    """The chain's perturbation step, given scikit-image's own basis, is hed2rgb(rgb2hed(x) * a + b)."""
+    alpha = torch.tensor([[0.95, 1.05, 1.0], [1.04, 0.97, 0.96], [1.0, 1.0, 1.0]])
+    beta = torch.tensor([[0.01, -0.02, 0.0], [-0.03, 0.04, 0.01], [0.05, -0.05, 0.02]])
+    x = _in_hed_cone()
+    ours = _to_hwc(stain.basis_jitter(x, _ruifrok_basis(), alpha, beta))
+    np.testing.assert_allclose(ours, _numpy_tellez(_to_hwc(x), alpha.numpy(), beta.numpy()), atol=1e-5)
+
+
+def _from_h_and_e(b: int = 2, size: int = 48, seed: int = 0) -> np.ndarray:
+    """(B, H, W, 3) images made by skimage.hed2rgb from H and E only (D = 0), from pure H to pure E
+    (the extremes Macenko's angle percentiles look for), with a white background band. Amounts of
+    at least 0.16 keep pure-E pixels above Macenko's 0.15 OD threshold in every channel."""
+    rng = np.random.default_rng(seed)
+    hed = np.zeros((b, size, size, 3))
+    amount = rng.uniform(0.16, 0.3, size=(b, size, size))
+    mix = rng.uniform(0, 1, size=(b, size, size))
+    hed[..., 0], hed[..., 1] = amount * mix, amount * (1 - mix)
+    hed[:, : size // 4] = 0.0
+    return np.stack([color.hed2rgb(img) for img in hed])
+
+
+def test_macenko_hed_chain_matches_skimage_on_h_and_e_images() -> None:
+    """On images whose two stains are H and E, Macenko separation recovers them, so the chain is
+    scikit-image's HED perturbation of H and E (the third channel is left alone here: in the
+    chain it is the stains' normal, not DAB)."""
+    rgb = _from_h_and_e()
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()
+    alpha = torch.tensor([[1.05, 0.95, 1.0], [0.96, 1.04, 1.0]])
+    beta = torch.tensor([[0.02, -0.01, 0.0], [-0.02, 0.03, 0.0]])
+    ref = _numpy_tellez(rgb, alpha.numpy(), beta.numpy())
+    # given the true (unit) H and E directions, the chain's maths is skimage's up to their norms (0.2 %)
+    h_and_e = torch.tensor(color.rgb_from_hed[:2].T, dtype=torch.float32)
+    h_and_e = (h_and_e / h_and_e.norm(dim=0, keepdim=True)).expand(2, 3, 2)
+    exact = _to_hwc(stain.macenko_hed_jitter(x, alpha, beta, stain_matrix=h_and_e))
+    np.testing.assert_allclose(exact, ref, atol=5e-4)
+    # with the directions Macenko estimates from the images themselves
+    ours = _to_hwc(stain.macenko_hed_jitter(x, alpha, beta))
+    assert np.abs(ours - ref).mean() < 2e-3 and np.abs(ours - ref).max() < 2e-2
+    # and the perturbation is far larger than that agreement (the comparison is not vacuous)
+    assert np.abs(ref - rgb).mean() > 10 * np.abs(ours - ref).mean()
+
+
+def test_macenko_hed_chain_identity_basis_and_cached_matrix() -> None:
+    x, _ = _synthetic_two_stain(b=3)
+    ones, zeros = torch.ones(3, 3), torch.zeros(3, 3)
+    np.testing.assert_allclose(stain.macenko_hed_jitter(x, ones, zeros).numpy(), x.numpy(), atol=1e-5)
+    sm = stain.macenko_stain_matrix(stain.rgb_to_od(x))
+    basis = stain.complete_stain_basis(sm)
+    assert basis.shape == (3, 3, 3)
+    torch.testing.assert_close(basis[:, :, :2], sm)  # the two stains, then their unit normal
+    np.testing.assert_allclose(basis[:, :, 2].norm(dim=1).numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose((basis[:, :, 2:].transpose(1, 2) @ basis[:, :, :2]).numpy(), 0.0, atol=1e-6)
+    alpha = torch.tensor([[1.05, 1.0, 1.0], [1.0, 0.95, 1.0], [1.02, 1.02, 1.0]])
+    beta = torch.tensor([[0.0, 0.0, 0.0], [0.0, -0.02, 0.0], [0.01, 0.01, 0.0]])  # sample 0: scale only
+    cached = stain.macenko_hed_jitter(x, alpha, beta, stain_matrix=sm)
+    np.testing.assert_allclose(stain.macenko_hed_jitter(x, alpha, beta).numpy(), cached.numpy(), atol=1e-6)
+    # scaling the first stain's coordinate by 1.05 scales its Macenko concentration by 1.05
+    c_x = stain.macenko_concentrations(stain.rgb_to_od(x), sm)
+    c_y = stain.macenko_concentrations(stain.rgb_to_od(cached), sm)
+    stained = c_x[0, 0] > 0.3
+    assert abs(float((c_y[0, 0][stained] / c_x[0, 0][stained]).median()) - 1.05) < 0.01

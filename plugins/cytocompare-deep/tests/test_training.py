@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from cytocompare.images import ImageSet  # noqa: E402
-from cytocompare_deep import loading, training  # noqa: E402
-from cytocompare_deep.classifier import ResNeXt50Classifier, SequentialCNNClassifier  # noqa: E402
+from cytocompare.images import ImageSet
+from cytocompare_deep import loading, training
+from cytocompare_deep.classifier import ResNeXt50Classifier, SequentialCNNClassifier
 
 COLOURS = {"c_red": (200, 40, 40), "a_green": (40, 200, 40), "b_blue": (40, 40, 200)}
 
@@ -35,7 +34,7 @@ def blobs(n_per_class: int = 20, size: int = 32, seed: int = 0) -> tuple[ImageSe
     return ImageSet.from_arrays([arrays[i] for i in order], labels), labels
 
 
-TINY = dict(image_size=32, device="cpu", augment=False, progress=False, num_workers=0)
+TINY = dict(input_size=32, device="cpu", augment=False, progress=False, num_workers=0)
 
 
 def tiny(cls=SequentialCNNClassifier, **kw):
@@ -91,10 +90,7 @@ def _raise_after_first(epoch: int) -> None:
 @pytest.mark.parametrize("cls", [SequentialCNNClassifier, ResNeXt50Classifier])
 def test_resume_after_crash_is_identical_to_uninterrupted(cls, data, tmp_path):
     images, y = data
-    params = dict(epochs=2, deterministic=True, samples_per_class=24, batch_size=12)
-    augment = _augment_available()
-    if augment:
-        params["augment"] = True
+    params = dict(epochs=2, deterministic=True, samples_per_class=24, batch_size=12, augment=True)
     full = tiny(cls, checkpoint_dir=str(tmp_path / "full"), **params).fit(images, y)
 
     first = tiny(cls, checkpoint_dir=str(tmp_path / "crash"), **params)
@@ -191,17 +187,7 @@ def test_jpeg_files_decode_and_resize(tmp_path):
     assert abs(int(batch[2].float().mean()) - 120) <= 2
 
 
-def _augment_available() -> bool:
-    try:
-        from cytocompare_deep.augment import BatchAugment  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_training_with_augmentation(data):
-    if not _augment_available():
-        pytest.skip("cytocompare_deep.augment is not there yet")
     images, y = data
     clf = tiny(epochs=1, augment=True).fit(images, y)
     assert np.isfinite(clf.history_[0]["loss"])
@@ -209,8 +195,7 @@ def test_training_with_augmentation(data):
 
 @pytest.mark.gpu
 def test_cuda_nvjpeg_decode_matches_pil_and_bf16_training(tmp_path):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+    assert torch.cuda.is_available(), "--run-gpu was given, but torch sees no CUDA device"
     from PIL import Image
 
     rng = np.random.RandomState(0)
@@ -230,13 +215,10 @@ def test_cuda_nvjpeg_decode_matches_pil_and_bf16_training(tmp_path):
 
 @pytest.mark.slow  # ~60 s on 2 cores: UMAP's numba compilation
 def test_write_artifacts_smoothgrad_gradcam_umap(data, tmp_path):
+    # the optional ``explain`` extra: without it only this test skips
     pytest.importorskip("captum")
     pytest.importorskip("pytorch_grad_cam")
     pytest.importorskip("umap")
-    try:
-        from cytocompare_deep import explain  # noqa: F401
-    except ImportError:
-        pytest.skip("cytocompare_deep.explain is not there yet")
     images, y = data
     clf = tiny(ResNeXt50Classifier, epochs=1).fit(images, y)
     paths = clf.write_artifacts(tmp_path, images, y)  # default: one row per class
@@ -284,3 +266,96 @@ def test_compiled_training_checkpoints_the_plain_model(data, tmp_path):
     assert not any(k.startswith("_orig_mod.") for k in state["model"])
     again = tiny(epochs=1, compile=False, checkpoint_dir=str(tmp_path)).fit(images, y)  # finished: loads only
     np.testing.assert_allclose(again.predict_proba(images), clf.predict_proba(images), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the loop's named steps
+
+
+def _setup(**kw) -> training.TrainSetup:
+    base = dict(
+        name="sequential-cnn", epochs=3, samples_per_class=10, batch_size=8, lr=0.05, optimizer="sgd", momentum=0.9,
+        weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.5, device=torch.device("cpu"), amp_dtype=None,
+        channels_last=False, compile=False, augment=None, random_state=3, deterministic=True, progress=False,
+        checkpoint_dir=None, resume=False, fingerprint="f", classes=["a", "b", "c"], params={},
+    )
+    return training.TrainSetup(**{**base, **kw})
+
+
+def test_plan_epochs_drops_the_last_partial_batch():
+    y = np.array([0, 1, 2] * 5)
+    plan = training.plan_epochs(y, _setup())  # 3 classes x 10 draws = 30 rows, batches of 8
+    assert (plan.batch_size, plan.steps, plan.total_steps, plan.warmup_steps) == (8, 3, 9, 2)
+    small = training.plan_epochs(y, _setup(samples_per_class=None, batch_size=64))  # 15 rows < one batch
+    assert (small.batch_size, small.steps) == (15, 1)
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_training_images_decides_once_between_resident_and_streamed(data, monkeypatch, fits):
+    images, _ = data
+    monkeypatch.setattr(loading, "fits_on_device", lambda *a, **k: fits)
+    source, mean, std = loading.training_images(images, 32, torch.device("cpu"), num_workers=0, seed=0)
+    assert source.resident is fits
+    assert isinstance(source, loading.ResidentImages if fits else loading.StreamedImages)
+    order = np.array([5, 0, 59, 5, 17, 3, 8])
+    batches = list(source.batches(order, 3))  # 2 full batches, the partial one is not served
+    expected = loading.load_all(images.subset(order[:6]), 32, torch.device("cpu"))
+    assert torch.equal(torch.cat(batches), expected)
+    # the normalisation sample (here the whole, small set either way) gives the same statistics
+    all_stats = loading.channel_stats(loading.load_all(images, 32, torch.device("cpu")))
+    np.testing.assert_allclose(mean, all_stats[0], rtol=1e-12)
+    np.testing.assert_allclose(std, all_stats[1], rtol=1e-12)
+
+
+class _RecordingSource:
+    """A resident source that remembers the row order it was asked for."""
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.inner = loading.ResidentImages(data)
+        self.orders: list[np.ndarray] = []
+        self.resident = True
+
+    def batches(self, order, batch_size):
+        self.orders.append(np.asarray(order).copy())
+        return self.inner.batches(order, batch_size)
+
+
+def test_labels_untouched_through_a_training_step(data):
+    """Through real training steps (with augmentation), the loss gets exactly the labels of the rows
+    whose images the augmentation received: a loop that paired images and labels from different
+    orders, shifted a batch, or let the augmentation reorder samples would fail here."""
+    from cytocompare_deep import models
+    from cytocompare_deep.augment import BatchAugment
+
+    images, y_str = data
+    classes = sorted(set(y_str))
+    y = np.searchsorted(classes, y_str)
+    u8 = loading.load_all(images, 32, torch.device("cpu"))
+    aug_inputs: list[torch.Tensor] = []
+    real_aug = BatchAugment(stain="hed")
+
+    def recording_augment(x, generator=None):
+        aug_inputs.append(x.clone())
+        return real_aug(x, generator=generator)
+
+    setup = _setup(classes=classes, augment=recording_augment, samples_per_class=12)
+    plan = training.plan_epochs(y, setup)
+    torch.manual_seed(0)
+    stepper = training.Stepper(models.build("sequential-cnn", 3), setup, plan.total_steps, plan.warmup_steps)
+    loss_labels: list[torch.Tensor] = []
+    real_loss = stepper.loss_fn
+    stepper.loss_fn = lambda logits, target: (loss_labels.append(target.clone()), real_loss(logits, target))[1]
+    source = _RecordingSource(u8)
+    ones, zeros = torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1)
+    for epoch in range(2):
+        training.run_epoch(stepper, source, y, torch.as_tensor(y), epoch, plan, zeros, ones,
+                           torch.Generator().manual_seed(1))
+    assert len(source.orders) == 2 and len(loss_labels) == len(aug_inputs) == 2 * plan.steps
+    bs = plan.batch_size
+    for e, order in enumerate(source.orders):
+        assert np.array_equal(order, training.epoch_indices(y, 3, 12, setup.random_state, e)[: plan.steps * bs])
+        for s in range(plan.steps):
+            rows = order[s * bs : (s + 1) * bs]
+            k = e * plan.steps + s
+            assert torch.equal(aug_inputs[k], u8[torch.as_tensor(rows)].float() / 255), (e, s)
+            assert torch.equal(loss_labels[k], torch.as_tensor(y[rows])), (e, s)
+    assert not np.array_equal(source.orders[0], source.orders[1])  # each epoch draws afresh

@@ -13,7 +13,6 @@ def register_feature_extractors(register):
         "colour-stats",
         "cytocompare_example.features:ColourStatistics",  # imported only when used
         description="Colour and intensity statistics of the whole image and of its darkest (nuclear) pixels",
-        tags={"deterministic": True},
     )
 
 
@@ -24,5 +23,4 @@ def register_classifiers(register):
         "cytocompare_example.classifier:ColourLogReg",
         description="Colour and intensity statistics with multinomial logistic regression",
         fast_params={"max_iter": 200},
-        tags={"deterministic": True},
     )

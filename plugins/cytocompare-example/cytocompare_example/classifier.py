@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
+from sklearn.base import ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cytocompare import BaseComponent, ImageSet, check_is_fitted
+from cytocompare.protocols import Tags
 
 from cytocompare_example.features import ColourStatistics
 
 
-class ColourLogReg(BaseComponent):
+class ColourLogReg(ClassifierMixin, BaseComponent):
     """Colour and intensity statistics with logistic regression.
+
+    A scikit-learn classifier (``ClassifierMixin`` gives ``score`` and the classifier tags; mixins
+    come before the base class) that takes an :class:`ImageSet` instead of a feature matrix.
 
     A deliberately simple, honest baseline: if a method cannot beat it, it is not learning
     morphology.
@@ -33,7 +38,7 @@ class ColourLogReg(BaseComponent):
     """
 
     input: ClassVar[Literal["images"]] = "images"
-    tags = {"deterministic": True}
+    tags: ClassVar[Tags] = Tags(deterministic=True)
 
     def __init__(self, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 2000,
                  dark_fraction: float = 0.2) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+from sklearn.base import TransformerMixin
 
 from cytocompare import BaseComponent, ImageSet
+from cytocompare.protocols import Tags
 
 _PERCENTILES = (10, 25, 50, 75, 90)
 _CHANNELS = ("r", "g", "b", "h", "s", "v")
@@ -25,8 +29,11 @@ def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     return np.stack([h / 6.0, s, v], axis=-1)
 
 
-class ColourStatistics(BaseComponent):
+class ColourStatistics(TransformerMixin, BaseComponent):
     """Per-channel statistics of the whole image and of its darkest pixels.
+
+    A scikit-learn transformer (``TransformerMixin`` gives ``fit_transform``) from images to a
+    float32 feature matrix.
 
     In May-Grünwald-Giemsa stains the nucleus is the darkest, most violet structure, so the
     darkest ``dark_fraction`` of pixels (by the green channel) is a crude nucleus proxy.
@@ -39,7 +46,7 @@ class ColourStatistics(BaseComponent):
         Bins of the hue histogram of the dark pixels.
     """
 
-    tags = {"deterministic": True}
+    tags: ClassVar[Tags] = Tags(deterministic=True)
 
     def __init__(self, dark_fraction: float = 0.2, hue_bins: int = 8) -> None:
         self.dark_fraction = dark_fraction

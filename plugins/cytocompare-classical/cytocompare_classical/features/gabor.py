@@ -7,39 +7,50 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sfft
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels, check_positive_int, check_positive_numbers,
+)
+from cytocompare_classical.features.registry import register_family
 
 
+@register_family
 class GaborEnergy(FeatureFamily):
     """Mean and standard deviation of the Gabor magnitude response inside the mask.
 
     Complex Gabor kernels (Gaussian envelope sigma = 0.56 / frequency, i.e. about one octave of
-    bandwidth, as skimage's default) at ``gabor_frequencies`` (cycles/pixel) x
-    ``gabor_orientations`` angles in [0, pi). Filtering is one FFT of the channel and one
+    bandwidth, as skimage's default) at ``frequencies`` (cycles/pixel) x ``orientations``
+    angles in [0, pi). Filtering is one FFT of the channel and one
     inverse FFT per kernel; the kernel bank's FFTs are cached per padded size (sizes are
     rounded up to a multiple of 32, so a handful of banks serve every image) — ~50x faster than
     skimage.filters.gabor's spatial convolution.
     """
 
     name = "gabor"
+    column_order = 90
+    settings_spec = {
+        "channels": Setting(("grey", "hed_h"), "channels filtered", check=check_channels, quick=("grey",)),
+        "frequencies": Setting((0.05, 0.1, 0.2, 0.3), "kernel frequencies in cycles/pixel (below 0.5)",
+                               check=check_positive_numbers, quick=(0.1, 0.25)),
+        "orientations": Setting(4, "kernel angles, evenly spaced in [0, pi)", check=check_positive_int, quick=2),
+    }
     feature_docs = {
         "fF_oO_mean": "mean |response| inside the mask at frequency F (cycles/px x 100), orientation O (degrees)",
         "fF_oO_sd": "standard deviation of |response| inside the mask",
     }
 
-    def _bank(self, profile: Profile) -> list[tuple[float, float]]:
-        n = profile.gabor_orientations
-        return [(f, k * 180.0 / n) for f in profile.gabor_frequencies for k in range(n)]
+    def _bank(self) -> list[tuple[float, float]]:
+        n = self.settings.orientations
+        return [(f, k * 180.0 / n) for f in self.settings.frequencies for k in range(n)]
 
-    def names(self, profile: Profile) -> list[str]:
+    def names(self) -> list[str]:
         return [
             f"{m}.{c}.gabor.f{round(f * 100):02d}_o{round(o):03d}_{s}"
-            for m in MASKS for c in profile.gabor_channels for f, o in self._bank(profile) for s in ("mean", "sd")
+            for m in MASKS for c in self.settings.channels for f, o in self._bank() for s in ("mean", "sd")
         ]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        bank = self._bank(profile)
-        chans = profile.gabor_channels
+    def compute(self, ctx: CellContext) -> np.ndarray:
+        bank = self._bank()
+        chans = self.settings.channels
         x = np.stack([ctx.channels[c] for c in chans]).astype(np.float32)
         h, w = x.shape[1:]
         ph, pw = _pad_size(h), _pad_size(w)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels, check_positive_ints,
+)
+from cytocompare_classical.features.registry import register_family
 
 
+def _check_sizes(value: Any) -> str | None:
+    # the spectrum is the difference between successive sizes: they must grow
+    problem = check_positive_ints(value)
+    if problem is None and list(value) != sorted(set(value)):
+        problem = f"must be strictly increasing, got {list(value)}"
+    return problem
+
+
+@register_family
 class Granulometry(FeatureFamily):
     """Pattern spectrum (Maragos 1989) with square structuring elements of side k.
 
@@ -18,20 +32,26 @@ class Granulometry(FeatureFamily):
     """
 
     name = "granulometry"
+    column_order = 100
+    settings_spec = {
+        "channels": Setting(("grey", "hed_h"), "channels opened and closed", check=check_channels, quick=("grey",)),
+        "sizes": Setting((3, 5, 7, 9, 11, 15, 19), "sides k of the square structuring elements, increasing",
+                         check=_check_sizes, quick=(3, 7, 11)),
+    }
     feature_docs = {
         "open_kK": "fraction of in-mask intensity removed when the opening size grows to K x K (bright structures of size ~K)",
         "close_kK": "fraction of in-mask (1 - intensity) removed when the closing size grows to K x K (dark structures)",
     }
 
-    def names(self, profile: Profile) -> list[str]:
+    def names(self) -> list[str]:
         return [
             f"{m}.{c}.granulometry.{op}_k{k:02d}"
-            for m in MASKS for c in profile.granulometry_channels for op in ("open", "close") for k in profile.granulometry_sizes
+            for m in MASKS for c in self.settings.channels for op in ("open", "close") for k in self.settings.sizes
         ]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        sizes = profile.granulometry_sizes
-        chans = profile.granulometry_channels
+    def compute(self, ctx: CellContext) -> np.ndarray:
+        sizes = self.settings.sizes
+        chans = self.settings.channels
         out = np.full((len(MASKS), len(chans), 2, len(sizes)), FILL_VALUE)
         for ci, c in enumerate(chans):
             # uint8 levels: min/max filters are ~2x faster on bytes than on floats

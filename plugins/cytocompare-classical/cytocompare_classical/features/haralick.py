@@ -6,7 +6,11 @@ import warnings
 
 import numpy as np
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    ALL_CHANNELS, FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels, check_grey_levels,
+    check_positive_ints,
+)
+from cytocompare_classical.features.registry import register_family
 
 # mahotas' direction convention: 0°, 45°, 90°, 135° as (dy, dx) unit steps
 _DIRECTIONS = ((0, 1), (1, 1), (1, 0), (1, -1))
@@ -28,12 +32,13 @@ HARALICK_FEATURES: dict[str, str] = {
 }
 
 
+@register_family
 class Haralick(FeatureFamily):
     """Haralick (1973) GLCM features: the 13 features mahotas.features.haralick returns.
 
     For each (mask, channel, distance d) one symmetric co-occurrence matrix is counted per
     direction (0°, 45°, 90°, 135°), over pixel pairs whose *both* pixels lie in the mask, on the
-    channel quantised to ``haralick_levels`` fixed-width levels. All 13 features come from that
+    channel quantised to ``levels`` fixed-width levels. All 13 features come from that
     one matrix (counted with a single ``bincount`` for all channels of a mask); reported as the
     mean and the range (max - min) over the 4 directions, as in Haralick's paper. Implemented in
     numpy (checked against mahotas in the tests) so that every (mask, channel, distance) of a
@@ -41,19 +46,27 @@ class Haralick(FeatureFamily):
     """
 
     name = "haralick"
+    column_order = 50
+    settings_spec = {
+        "channels": Setting(ALL_CHANNELS, "channels whose co-occurrences are counted", check=check_channels,
+                            quick=("grey",)),
+        "distances": Setting((1, 2, 4), "pixel distances d of the pairs (the `haralick_d<d>` part of the names)",
+                             check=check_positive_ints, quick=(1,)),
+        "levels": Setting(32, "grey levels the channel is quantised to (GLCM side)", check=check_grey_levels, quick=16),
+    }
     feature_docs = {f"{k}_{agg}": f"{v}; {agg} over the 4 directions" for k, v in HARALICK_FEATURES.items() for agg in ("mean", "range")}
 
-    def names(self, profile: Profile) -> list[str]:
+    def names(self) -> list[str]:
         return [
             f"{m}.{c}.haralick_d{d}.{f}_{agg}"
-            for m in MASKS for c in profile.haralick_channels for d in profile.haralick_distances
+            for m in MASKS for c in self.settings.channels for d in self.settings.distances
             for f in HARALICK_FEATURES for agg in ("mean", "range")
         ]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        L = profile.haralick_levels
-        chans = profile.haralick_channels
-        dists = profile.haralick_distances
+    def compute(self, ctx: CellContext) -> np.ndarray:
+        L = self.settings.levels
+        chans = self.settings.channels
+        dists = self.settings.distances
         C, D, K = len(chans), len(dists), len(HARALICK_FEATURES)
         out = np.full((len(MASKS), C, D, K, 2), FILL_VALUE)
         q = np.stack([ctx.quantised(c, L) for c in chans]).astype(np.int32)  # (C, H, W)

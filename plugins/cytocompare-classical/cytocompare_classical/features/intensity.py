@@ -1,14 +1,18 @@
-"""First-order intensity statistics and normalised histograms per (mask, channel)."""
+"""First-order intensity statistics per (mask, channel)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    ALL_CHANNELS, FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels,
+)
+from cytocompare_classical.features.registry import register_family
 
 _PCTS = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
+@register_family
 class IntensityStatistics(FeatureFamily):
     """First-order statistics of a channel's values inside a mask (IBSI/pyradiomics "firstorder").
 
@@ -17,6 +21,11 @@ class IntensityStatistics(FeatureFamily):
     """
 
     name = "intensity"
+    column_order = 30
+    settings_spec = {
+        "channels": Setting(ALL_CHANNELS, "channels whose in-mask values are summarised", check=check_channels,
+                            quick=("grey", "hed_h", "hsv_s")),
+    }
     feature_docs = {
         "mean": "mean value",
         "sd": "standard deviation",
@@ -35,13 +44,13 @@ class IntensityStatistics(FeatureFamily):
         "rms": "root mean square",
     }
 
-    def names(self, profile: Profile) -> list[str]:
-        return [f"{m}.{c}.intensity.{f}" for m in MASKS for c in profile.intensity_channels for f in self.feature_docs]
+    def names(self) -> list[str]:
+        return [f"{m}.{c}.intensity.{f}" for m in MASKS for c in self.settings.channels for f in self.feature_docs]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
+    def compute(self, ctx: CellContext) -> np.ndarray:
         per = len(self.feature_docs)
-        out = np.full((len(MASKS), len(profile.intensity_channels), per), FILL_VALUE, dtype=np.float64)
-        chans = profile.intensity_channels
+        chans = self.settings.channels
+        out = np.full((len(MASKS), len(chans), per), FILL_VALUE, dtype=np.float64)
         # every statistic comes from a 256-level histogram per channel (the channels derive from
         # 8-bit RGB, so 256 fixed-width levels lose almost nothing): one bincount per mask
         q = np.stack([ctx.quantised(c, 256) for c in chans]).astype(np.int64)
@@ -90,29 +99,3 @@ def _stats_from_hist(hist: np.ndarray) -> np.ndarray:
     cols = [mean, sd, skew, kurt, vmin, vmax, vmax - vmin, *pct, p75 - p25,
             (hist * np.abs(d)).sum(1), rmad, cv, ent, (h32**2).sum(1), np.sqrt(hist @ (x * x))]
     return np.stack(cols, axis=1)
-
-
-class Histogram(FeatureFamily):
-    """Normalised histogram of a channel inside a mask: fraction of pixels per equal-width bin
-    on the fixed [0, 1] range (so bins mean the same colour in every image)."""
-
-    name = "hist"
-    feature_docs = {"binNN": "fraction of mask pixels whose value falls in bin NN of equal-width bins on [0, 1]"}
-
-    def names(self, profile: Profile) -> list[str]:
-        b = profile.histogram_bins
-        return [f"{m}.{c}.hist{b}.bin{k:02d}" for m in MASKS for c in profile.histogram_channels for k in range(b)]
-
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        b = profile.histogram_bins
-        chans = profile.histogram_channels
-        out = np.full((len(MASKS), len(chans), b), FILL_VALUE)
-        for i, m in enumerate(MASKS):
-            mask = ctx.masks[m]
-            n = int(mask.sum())
-            if n == 0:
-                continue
-            q = np.stack([ctx.quantised(c, b)[mask] for c in chans]).astype(np.int64)
-            q += b * np.arange(len(chans))[:, None]
-            out[i] = np.bincount(q.ravel(), minlength=b * len(chans)).reshape(len(chans), b) / n
-        return out.ravel()

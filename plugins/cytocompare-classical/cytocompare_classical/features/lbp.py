@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    ALL_CHANNELS, FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels, check_positive_int,
+)
+from cytocompare_classical.features.registry import register_family
 
 
+def _check_configs(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not value:
+        return f"must be a non-empty list of [radius, points, [channels]], got {value!r}"
+    for config in value:
+        if not (isinstance(config, tuple) and len(config) == 3):
+            return f"must list [radius, points, [channels]] triples, got {config!r}"
+        radius, points, chans = config
+        problem = check_positive_int(radius) or check_positive_int(points) or check_channels(chans)
+        if not problem and not chans:
+            problem = "lists no channel"
+        if problem:
+            return f"entry {list(config)!r}: {problem}"
+    if len({(r, p) for r, p, _ in value}) != len(value):
+        return f"repeats a (radius, points) pair: {value!r}"
+    return None
+
+
+@register_family
 class LocalBinaryPatterns(FeatureFamily):
     """Histogram of rotation-invariant uniform LBP codes ("riu2", skimage ``method='uniform'``).
 
@@ -18,21 +41,33 @@ class LocalBinaryPatterns(FeatureFamily):
     """
 
     name = "lbp"
+    column_order = 60
+    settings_spec = {
+        "configs": Setting(
+            ((1, 8, ALL_CHANNELS), (2, 16, ("grey", "hed_h", "hed_e", "hsv_h", "hsv_s", "lab_a", "lab_b"))),
+            "(radius R, points P, channels) triples (the `lbp_r<R>p<P>` part of the names)",
+            check=_check_configs, quick=((1, 8, ("grey",)),),
+        ),
+    }
     feature_docs = {"binNN": "fraction of mask pixels with uniform LBP code NN (NN = P+1: non-uniform patterns)"}
 
-    def names(self, profile: Profile) -> list[str]:
+    def channels_needed(self) -> tuple[str, ...]:
+        return tuple(c for *_, chans in self.settings.configs for c in chans)
+
+    def names(self) -> list[str]:
         return [
             f"{m}.{c}.lbp_r{r}p{p}.bin{k:02d}"
-            for m in MASKS for r, p, chans in profile.lbp_configs for c in chans for k in range(p + 2)
+            for m in MASKS for r, p, chans in self.settings.configs for c in chans for k in range(p + 2)
         ]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        codes = [uniform_lbp(np.stack([ctx.channels[c] for c in chans]), r, p) for r, p, chans in profile.lbp_configs]
+    def compute(self, ctx: CellContext) -> np.ndarray:
+        configs = self.settings.configs
+        codes = [uniform_lbp(np.stack([ctx.channels[c] for c in chans]), r, p) for r, p, chans in configs]
         blocks = []
         for m in MASKS:
             mask = ctx.masks[m]
             n = int(mask.sum())
-            for (_r, p, chans), code in zip(profile.lbp_configs, codes):
+            for (_r, p, chans), code in zip(configs, codes):
                 if n == 0:
                     blocks.append(np.full(len(chans) * (p + 2), FILL_VALUE))
                     continue

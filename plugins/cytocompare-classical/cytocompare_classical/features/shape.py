@@ -7,7 +7,10 @@ from scipy import ndimage as ndi
 from skimage.measure import find_contours, perimeter
 from skimage.morphology import convex_hull_image
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_positive_int,
+)
+from cytocompare_classical.features.registry import register_family
 
 _PER_MASK: dict[str, str] = {
     "area": "pixels in the mask",
@@ -44,6 +47,7 @@ _CROSS: dict[str, str] = {
 }
 
 
+@register_family
 class Shape(FeatureFamily):
     """Morphometry of the cell, nucleus and cytoplasm masks (no intensities).
 
@@ -54,24 +58,29 @@ class Shape(FeatureFamily):
     """
 
     name = "shape"
+    column_order = 20
+    settings_spec = {
+        "fourier_descriptors": Setting(16, "contour Fourier descriptors per mask (fd01 ...)",
+                                       check=check_positive_int, quick=4),
+    }
     feature_docs = {**_PER_MASK, **{f"relation.{k}": v for k, v in _CROSS.items()}}
 
-    def _per_mask(self, profile: Profile) -> list[str]:
+    def _per_mask(self) -> list[str]:
         base = [k for k in _PER_MASK if k != "fdK"]
-        return base + [f"fd{k:02d}" for k in range(1, profile.fourier_descriptors + 1)]
+        return base + [f"fd{k:02d}" for k in range(1, self.settings.fourier_descriptors + 1)]
 
-    def names(self, profile: Profile) -> list[str]:
-        return [f"{m}.shape.{f}" for m in MASKS for f in self._per_mask(profile)] + [f"relation.shape.{k}" for k in _CROSS]
+    def names(self) -> list[str]:
+        return [f"{m}.shape.{f}" for m in MASKS for f in self._per_mask()] + [f"relation.shape.{k}" for k in _CROSS]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        per = self._per_mask(profile)
+    def compute(self, ctx: CellContext) -> np.ndarray:
+        per = self._per_mask()
         out = []
         for m in MASKS:
             mask = ctx.masks[m]
             if mask.sum() < 3:
                 out.append(np.full(len(per), FILL_VALUE))
             else:
-                out.append(_mask_shape(mask, profile.fourier_descriptors))
+                out.append(_mask_shape(mask, self.settings.fourier_descriptors))
         out.append(self._cross(ctx))
         return np.nan_to_num(np.concatenate(out), nan=FILL_VALUE, posinf=FILL_VALUE, neginf=FILL_VALUE)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import mahotas
 import numpy as np
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels
+from cytocompare_classical.features.registry import register_family
 
 
+@register_family
 class ThresholdAdjacency(FeatureFamily):
     """Parameter-free TAS (Hamilton et al. 2007, BMC Bioinformatics 8:110) via mahotas.pftas.
 
@@ -17,16 +19,21 @@ class ThresholdAdjacency(FeatureFamily):
     """
 
     name = "tas"
+    column_order = 80
+    settings_spec = {
+        # off in "quick": mahotas' pftas is the costliest family per channel
+        "channels": Setting(("grey", "hed_h"), "channels thresholded", check=check_channels, quick=()),
+    }
     feature_docs = {"vNN": "mahotas pftas value NN (3 threshold ranges x {image, complement} x 9 neighbour counts)"}
 
-    def names(self, profile: Profile) -> list[str]:
-        return [f"{m}.{c}.tas.v{k:02d}" for m in MASKS for c in profile.tas_channels for k in range(54)]
+    def names(self) -> list[str]:
+        return [f"{m}.{c}.tas.v{k:02d}" for m in MASKS for c in self.settings.channels for k in range(54)]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
+    def compute(self, ctx: CellContext) -> np.ndarray:
         blocks = []
         for m in MASKS:
             mask = ctx.masks[m]
-            for c in profile.tas_channels:
+            for c in self.settings.channels:
                 if mask.sum() < 4:
                     blocks.append(np.full(54, FILL_VALUE))
                     continue

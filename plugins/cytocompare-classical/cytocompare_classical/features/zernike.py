@@ -6,7 +6,10 @@ from math import factorial
 
 import numpy as np
 
-from cytocompare_classical.features.base import FILL_VALUE, MASKS, CellContext, FeatureFamily, Profile
+from cytocompare_classical.features.base import (
+    FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_channels, check_positive_int,
+)
+from cytocompare_classical.features.registry import register_family
 
 
 def zernike_indices(degree: int) -> list[tuple[int, int]]:
@@ -14,6 +17,7 @@ def zernike_indices(degree: int) -> list[tuple[int, int]]:
     return [(n, m) for n in range(degree + 1) for m in range(n + 1) if (n - m) % 2 == 0]
 
 
+@register_family
 class Zernike(FeatureFamily):
     """|A_nm| Zernike moments (Teague 1980; the magnitudes are rotation invariant).
 
@@ -26,18 +30,25 @@ class Zernike(FeatureFamily):
     """
 
     name = "zernike"
+    column_order = 70
+    settings_spec = {
+        "channels": Setting(("grey", "hed_h", "hed_e", "hsv_s", "lab_a"),
+                            "intensity weights, after the unweighted `mask` weight (pure shape)",
+                            check=check_channels, quick=("grey",)),
+        "degree": Setting(8, "highest order n (25 moments per weight at 8)", check=check_positive_int, quick=4),
+    }
     feature_docs = {"zNM": "magnitude |A_nm| of the Zernike moment of order n = N, repetition m = M"}
 
-    def _weights(self, profile: Profile) -> list[str]:
-        return ["mask", *profile.zernike_channels]
+    def _weights(self) -> list[str]:
+        return ["mask", *self.settings.channels]
 
-    def names(self, profile: Profile) -> list[str]:
-        idx = zernike_indices(profile.zernike_degree)
-        return [f"{m}.{c}.zernike.z{n}{r}" for m in MASKS for c in self._weights(profile) for n, r in idx]
+    def names(self) -> list[str]:
+        idx = zernike_indices(self.settings.degree)
+        return [f"{m}.{c}.zernike.z{n}{r}" for m in MASKS for c in self._weights() for n, r in idx]
 
-    def compute(self, ctx: CellContext, profile: Profile) -> np.ndarray:
-        idx = zernike_indices(profile.zernike_degree)
-        nw = len(self._weights(profile))
+    def compute(self, ctx: CellContext) -> np.ndarray:
+        idx = zernike_indices(self.settings.degree)
+        nw = len(self._weights())
         out = np.full((len(MASKS), nw, len(idx)), FILL_VALUE)
         for i, m in enumerate(MASKS):
             mask = ctx.masks[m]
@@ -53,7 +64,8 @@ class Zernike(FeatureFamily):
             rho = r / rmax
             theta = np.arctan2(y, x)
             basis = _basis(rho, theta, idx)  # (K, npix) complex
-            f = np.stack([np.ones_like(rho)] + [ctx.channels[c][mask].astype(np.float64) for c in profile.zernike_channels], axis=1)
+            weights = [ctx.channels[c][mask].astype(np.float64) for c in self.settings.channels]
+            f = np.stack([np.ones_like(rho)] + weights, axis=1)
             tot = f.sum(0)
             a = np.abs(np.conj(basis) @ f)  # (K, nw)
             norm = np.array([(n + 1) / np.pi for n, _ in idx])[:, None]
