@@ -27,20 +27,11 @@ from typing import Any, ClassVar
 
 from sklearn.base import BaseEstimator
 from sklearn.base import clone as _sklearn_clone
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 from cytocompare.errors import NotFittedError
 from cytocompare.protocols import Tags
 
 __all__ = ["BaseComponent", "check_is_fitted", "clone", "get_tags", "is_fitted"]
-
-
-if issubclass(NotFittedError, _SklearnNotFittedError):  # pragma: no cover - once errors.py does it itself
-    _NotFittedError: type[Exception] = NotFittedError
-else:
-    class _NotFittedError(NotFittedError, _SklearnNotFittedError):  # type: ignore[no-redef]
-        """cytocompare's NotFittedError (an AttributeError) that is also scikit-learn's (a
-        ValueError too); module-level so that it pickles (joblib workers send it back)."""
 
 
 class BaseComponent(BaseEstimator):
@@ -142,7 +133,7 @@ def check_is_fitted(component: Any, attributes: str | list[str] | None = None) -
         names = [attributes] if isinstance(attributes, str) else attributes
         ok = all(hasattr(component, a) for a in names)
     if not ok:
-        raise _NotFittedError(
+        raise NotFittedError(
             f"this {type(component).__name__} instance is not fitted yet; call 'fit' before using it"
         )
 

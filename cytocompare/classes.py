@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from cytocompare.errors import ProtocolError
+from cytocompare.errors import DataError, ProtocolError
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,64 @@ class ClassScheme:
             if c.code == code:
                 return c
         raise KeyError(code)
+
+    def near_code(self, label: str) -> str | None:
+        """The code a label not of this scheme most likely means (the did-you-mean), or None.
+
+        Tried in order: the code in other case (``bla``), a class name (``blast``, ``eosinophil``),
+        then :func:`difflib.get_close_matches` (its default cutoff, 0.6, as every did-you-mean of
+        cytocompare) over the codes and then over the names.
+        """
+        if not isinstance(label, str) or not label:
+            return None
+        by_upper = {c.code.upper(): c.code for c in self.classes}
+        by_name = {c.name.lower(): c.code for c in self.classes}
+        if label.upper() in by_upper:
+            return by_upper[label.upper()]
+        if label.lower() in by_name:
+            return by_name[label.lower()]
+        near = difflib.get_close_matches(label.upper(), sorted(by_upper), n=1)
+        if near:
+            return by_upper[near[0]]
+        near = difflib.get_close_matches(label.lower(), sorted(by_name), n=1)
+        return by_name[near[0]] if near else None
+
+    def unknown_label_message(self, label: str) -> str:
+        """One line: ``label`` is not a code of this scheme, with the did-you-mean."""
+        near = self.near_code(label)
+        hint = f" (did you mean {near!r}, {self.get(near).name}?)" if near else ""
+        return f"{label!r} is not a class code of scheme {self.name!r}{hint}"
+
+
+def label_remedy(scheme: ClassScheme) -> str:
+    """What to do about labels outside ``scheme`` (the last line of every such message)."""
+    return (f"the codes of scheme {scheme.name!r} are {', '.join(scheme.codes)}: map a folder name or file "
+            "prefix to one with label_map, leave a class out with 'classes:', or, to use other labels, "
+            "name your own scheme file that defines them (class_scheme: path/to/scheme.yaml)")
+
+
+def unknown_labels(labels: Iterable[str], scheme: ClassScheme) -> list[str]:
+    """The labels that are not codes of ``scheme``, sorted and without repeats."""
+    codes = set(scheme.codes)
+    return sorted({str(label) for label in labels} - codes)
+
+
+def check_labels(labels: Iterable[str], scheme: ClassScheme, where: str) -> None:
+    """Raise :class:`~cytocompare.errors.DataError` naming every label (e.g. a folder name or a
+    ``label_map`` target) that is not a code of ``scheme``, each with its did-you-mean.
+
+    ``where`` says where the labels come from (``"training set /data/bm"``), and starts the
+    message. The runner calls it on the labels a data set was loaded with, before it writes
+    anything; ``config.check_against_registry`` checks the protocol's own codes (``label_map``
+    targets, ``classes``, tolerated pairs, no-call classes) statically.
+    """
+    unknown = unknown_labels(labels, scheme)
+    if not unknown:
+        return
+    lines = [f"{where}: {len(unknown)} label(s) not in class scheme {scheme.name!r}"]
+    lines += [f"    {scheme.unknown_label_message(label)}" for label in unknown]
+    lines.append(f"  {label_remedy(scheme)}")
+    raise DataError("\n".join(lines))
 
 
 def _parse(data: dict, origin: str) -> ClassScheme:

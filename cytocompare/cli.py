@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -14,14 +16,41 @@ from cytocompare.registry import KINDS, METHOD_KINDS
 
 
 class _Group(click.Group):
-    """Turns cytocompare's own errors into one clear message and exit code 2 (no traceback)."""
+    """Every way a command can end, as one clear message and an exit code (no traceback):
+
+    * cytocompare's own errors and an OSError naming its file (permissions, a full disk):
+      ``Error: ...``, exit 2;
+    * Ctrl-C: exit 130, saying that rerunning the same command resumes (for ``run``);
+    * anything else: one line naming the error and the file holding its full traceback, exit 1.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["cytocompare.argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        from cytocompare.runner import describe_error, is_unexpected, write_traceback_elsewhere
+
         try:
             return super().invoke(ctx)
-        except CytocompareError as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
-            ctx.exit(2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            argv = ctx.meta.get("cytocompare.argv", [])
+            again = shlex.join(["cytocompare", *argv])
+            hint = (f"; rerunning the same command resumes: {again}" if argv[:1] == ["run"] else "")
+            click.secho(f"Interrupted{hint}", fg="yellow", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if not is_unexpected(exc):
+                click.secho(f"Error: {describe_error(exc)}", fg="red", err=True)
+                ctx.exit(2)
+            path = getattr(exc, "traceback_file", None)
+            if path is None:
+                path = write_traceback_elsewhere("".join(traceback.format_exception(exc)))
+            where = f"the full traceback is in {path}" if path else "the traceback could not be written anywhere"
+            click.secho(f"Error: unexpected {describe_error(exc)} ({where})", fg="red", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,8 +148,11 @@ def plugins(requirements: bool) -> None:
 def report(run_dir: Path, reporters: tuple[str, ...]) -> None:
     """Recompute metrics and redraw tables and charts of a finished (or partial) RUN_DIR."""
     from cytocompare.evaluation import evaluate_and_report
+    from cytocompare.locking import DirectoryLock
 
-    written = evaluate_and_report(run_dir, reporters=list(reporters) or None)
+    # not while a run writes the same directory
+    with DirectoryLock(run_dir, what="run directory", create=False):
+        written = evaluate_and_report(run_dir, reporters=list(reporters) or None)
     for path in written:
         click.echo(str(path))
 

@@ -1,8 +1,14 @@
 """Protocol files: YAML → validated pydantic models, checked against the installed registry.
 
-Everything is validated before any work starts: unknown keys, unknown component names,
-misspelt parameters and inconsistent references are collected into ONE :class:`ProtocolError`
-that lists every problem with its location and the valid choices.
+Everything is validated before any work starts: unknown keys, unknown component names (also
+under ``optional: true``, when a near miss of an installed name), misspelt parameters, bad
+parameter VALUES (every component is built and checked), class codes outside the class scheme
+and inconsistent references are collected into ONE :class:`ProtocolError` that lists every
+problem with its location and the valid choices.
+
+:meth:`Protocol.digest` identifies what a run directory's results were made from (the
+result-relevant keys only, :data:`RESULT_NEUTRAL_KEYS` aside); :func:`protocol_changes` names the
+result-relevant keys that differ from a stored ``protocol.yaml``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cytocompare.classes import ClassScheme, label_remedy, load_scheme
 from cytocompare.errors import ProtocolError
 from cytocompare.evaluation import DEFAULT_EVALUATORS, DEFAULT_REPORTERS
 from cytocompare.pipeline import input_chain_problem
-from cytocompare.registry import METHOD_KINDS, Kind, Registry
+from cytocompare.registry import METHOD_KINDS, ComponentSpec, Kind, Registry, protocol_defaults
 from cytocompare.splits import SplitSpec
 
 
@@ -40,6 +47,9 @@ class DataSpec(_Strict):
     on_bad_file: Literal["stop", "skip"] = "stop"
     colour_normalize: Literal["none", "reinhard"] = Field(
         "none", description="test_data only: map this set's overall L*a*b* colour statistics to the training set's")
+    allow_outside_paths: bool = Field(
+        False, description="manifest only: accept absolute paths and '..' paths that leave the manifest's folder "
+        "(refused by default, each named in skipped.csv)")
 
 
 class ComponentRef(_Strict):
@@ -58,6 +68,9 @@ class MethodSpec(_Strict):
     splits: list[str] = Field(min_length=1)
     optional: bool = Field(False, description="skip (with a warning) when its plugin is not installed")
     artifacts: bool = Field(True, description="let the classifier write extra files (saliency maps, UMAP)")
+    on_feature_failure: Literal["keep", "skip", "stop"] = Field(
+        "keep", description="cells the feature extractor flags as failed (e.g. no nucleus found): keep them "
+        "(listed in feature_failures.csv), skip them for this method (training and testing), or stop the run")
     keep_checkpoints: bool = Field(
         False, description="keep the per-fold training checkpoints of checkpointing classifiers "
         "(cytocompare.protocols.Checkpointing; deleted once the fold's predictions are written)")
@@ -74,6 +87,14 @@ class EvaluationSpec(_Strict):
     no_call_classes: list[str] | None = Field(None, description="default: the scheme's (ART, NIF)")
 
 
+class NearDuplicatesSpec(_Strict):
+    """Near-identical images (re-encoded, resized copies) are kept on one side of every split."""
+
+    threshold: Annotated[int, Field(ge=0, le=128)] | None = Field(
+        16, description="Hamming distance over the 128-bit perceptual hash (phash + dhash) at or below which two "
+        "images are one group (docs/reliability.md); null: byte-identical files only")
+
+
 class Protocol(_Strict):
     """A whole comparison: data, splits, methods, evaluation and reports."""
 
@@ -86,6 +107,7 @@ class Protocol(_Strict):
     test_data: DataSpec | None = None
     splits: dict[str, SplitSpec] = Field(min_length=1)
     small_classes: Literal["error", "drop", "train_only"] = "error"
+    near_duplicates: NearDuplicatesSpec = Field(default_factory=NearDuplicatesSpec)
     tolerance: ToleranceSpec = Field(default_factory=ToleranceSpec)
     methods: dict[str, MethodSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -117,9 +139,126 @@ class Protocol(_Strict):
         return self
 
     def digest(self) -> str:
-        """Hash of the resolved protocol (what the run directory was made from)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Hash of the result-relevant part of the resolved protocol (what the run directory's
+        results were made from); a resumed run must have the same.
+
+        It covers every key except the result-neutral ones of :data:`RESULT_NEUTRAL_KEYS`:
+        ``name``, ``description``, ``n_jobs``, ``cache_dir`` (the feature cache is keyed by
+        content), ``reports`` and ``evaluation.evaluators`` (recomputed from the predictions on
+        every run and by ``cytocompare report``), and each method's ``artifacts`` and
+        ``keep_checkpoints`` (extra files, not results). Everything else is covered: ``version``,
+        ``seed``, ``class_scheme``, ``data`` and ``test_data`` (paths included), ``splits``,
+        ``small_classes``, ``near_duplicates``, ``tolerance``, ``evaluation.no_call_classes`` and
+        the rest of every method (its components and their parameters, ``splits``, ``optional``,
+        ``on_feature_failure``). :func:`protocol_changes` names the covered keys that differ.
+        """
+        blob = json.dumps(result_relevant(self.model_dump(mode="json")), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: protocol keys that do not change any result, so changing them does not block a resume
+#: (dotted paths; ``*`` stands for any method name). See :meth:`Protocol.digest`.
+RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
+    "name",
+    "description",
+    "n_jobs",
+    "cache_dir",
+    "reports",
+    "evaluation.evaluators",
+    "methods.*.artifacts",
+    "methods.*.keep_checkpoints",
+)
+
+
+def result_relevant(dump: dict[str, Any]) -> dict[str, Any]:
+    """A protocol dump (``model_dump(mode="json")``, or a ``protocol.yaml`` read back) without the
+    :data:`RESULT_NEUTRAL_KEYS`; the input is not modified."""
+    out = json.loads(json.dumps(dump))  # a deep copy of plain JSON values
+
+    def drop(node: Any, parts: list[str]) -> None:
+        if not isinstance(node, dict):
+            return
+        head, rest = parts[0], parts[1:]
+        keys = list(node) if head == "*" else [head]
+        for key in keys:
+            if key not in node:
+                continue
+            if rest:
+                drop(node[key], rest)
+            else:
+                del node[key]
+
+    for key in RESULT_NEUTRAL_KEYS:
+        drop(out, key.split("."))
+    return out
+
+
+_ABSENT = object()
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
+    if old is _ABSENT or new is _ABSENT:
+        out.append(f"{path}: {_short(old)} → {_short(new)}")
+    elif isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            _diff(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{path}.{key}" if path else str(key), out)
+    elif json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
+        # compared as the digest sees them: 1 and 1.0, or true and 1, differ
+        out.append(f"{path or '(protocol)'}: {_short(old)} → {_short(new)}")
+
+
+def protocol_changes(old: dict[str, Any] | None, new: Protocol) -> list[str]:
+    """The result-relevant keys that differ between a run directory's protocol (``old``: its
+    ``protocol.yaml`` as a dict) and ``new``, one ``"dotted.path: old → new"`` line each
+    (values as JSON, ``(absent)`` for a missing key), sorted by path. Empty when only
+    result-neutral keys (:data:`RESULT_NEUTRAL_KEYS`) changed, i.e. when the run may resume.
+
+    ``old`` is read through the current :class:`Protocol` model, so a key added to cytocompare
+    since (which the new protocol holds with its default) is not a change; a key the model no
+    longer knows is named as removed. When ``old`` has a value the model refuses, it is compared
+    as it stands; None (no readable ``protocol.yaml``) is one change, ``"protocol.yaml: (missing or
+    unreadable)"``.
+    """
+    if not isinstance(old, dict):
+        return ["protocol.yaml: (missing or unreadable)"]
+    old_dump, removed = _through_model(old)
+    changes = [f"{path}: {_short(value)} → (absent)" for path, value in removed]
+    _diff(result_relevant(old_dump), result_relevant(new.model_dump(mode="json")), "", changes)
+    return sorted(changes)
+
+
+def _through_model(old: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """(``old`` as the current model dumps it, [(dotted path, value) of the keys it does not
+    know]); ``(old, [])`` unchanged when a value is refused."""
+    data = json.loads(json.dumps(old, default=str))
+    removed: list[tuple[str, Any]] = []
+    for _ in range(100):  # one round per nesting level of unknown keys, at most
+        try:
+            return Protocol.model_validate(data).model_dump(mode="json"), removed
+        except ValidationError as exc:
+            errors = exc.errors()
+        if any(err["type"] != "extra_forbidden" for err in errors):
+            break
+        for err in errors:
+            node: Any = data
+            *parents, key = err["loc"]
+            path: list[str] = []
+            for part in parents:
+                if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int):
+                    node = node[part]
+                    path.append(str(part))
+                # else: the tag of a union member in the location (splits.cv5.kfold.…), not a key
+            if not (isinstance(node, dict) and key in node):
+                return dict(old), []
+            removed.append((".".join([*path, str(key)]), node.pop(key)))
+    return dict(old), []
 
 
 def _render_pydantic(exc: ValidationError) -> list[str]:
@@ -159,15 +298,37 @@ _PARTS: tuple[tuple[str, Kind], ...] = tuple(zip(("features", "selector", "class
 
 
 def check_against_registry(protocol: Protocol, registry: Registry, origin: str = "<protocol>") -> list[str]:
-    """Check every component name and parameter. Returns the names of optional methods whose
-    plugin is missing (to be skipped); raises ProtocolError listing every other problem."""
+    """Check the whole protocol against what is installed, before any work. Returns the names of
+    the optional methods to skip (in protocol order); raises ONE :class:`ProtocolError` listing
+    every other problem, each with its location. Checked:
+
+    * every component name (did-you-mean); an ``optional: true`` method is skipped only when a
+      component of it is provided by no installed plugin AND is not a near miss of an installed
+      name (:meth:`Registry.near_name`, the did-you-mean's cutoff): a near miss is the same error
+      as in a required method;
+    * every parameter name, then every parameter VALUE: each component is built with its
+      parameters (and the injected ``seed``/``n_jobs``, :func:`cytocompare.registry.protocol_defaults`,
+      as the runner builds it) and checked against its scikit-learn ``_parameter_constraints``
+      (every parameter, with the valid choices), then by its ``validate_params()`` when it
+      declares one; a ``ValueError``/``TypeError`` of the constructor is reported as well;
+    * the input chain of every method;
+    * the class codes the protocol names (``label_map`` targets, ``classes``, tolerated pairs,
+      no-call classes) against the class scheme (:func:`_check_codes`);
+    * evaluator and reporter names.
+    """
     problems: list[str] = []
     skipped: list[str] = []
     for mname, method in protocol.methods.items():
-        missing = [ref.name for part, kind in _PARTS if (ref := getattr(method, part)) is not None
-                   and (kind, ref.name) not in registry]
-        if missing and method.optional:
-            skipped.append(mname)
+        absent = [(part, kind, ref) for part, kind in _PARTS
+                  if (ref := getattr(method, part)) is not None and (kind, ref.name) not in registry]
+        if absent and method.optional:
+            near = [(part, kind, ref) for part, kind, ref in absent if registry.near_name(kind, ref.name)]
+            if not near:  # a plugin that is not installed: skip the method
+                skipped.append(mname)
+                continue
+            # a misspelt name is not a missing plugin: the same error as in a required method
+            problems += [f"methods.{mname}.{part}.name\n    {registry.unknown_message(kind, ref.name)}"
+                         for part, kind, ref in near]
             continue
         for part, kind in _PARTS:
             ref = getattr(method, part)
@@ -182,9 +343,13 @@ def check_against_registry(protocol: Protocol, registry: Registry, origin: str =
                 spec.check_params(ref.params)
             except ProtocolError as exc:
                 problems.append(f"{where}.params\n    {exc}")
+                continue
             except Exception as exc:  # the factory failed to import: say which plugin
                 problems.append(f"{where}.name\n    {kind} {ref.name!r} from {spec.source} cannot be imported: {exc!r}")
+                continue
+            problems += _check_values(where, kind, ref, spec, protocol)
         problems += _check_input_chain(mname, method, registry)
+    problems += _check_codes(protocol)
     for i, name in enumerate(protocol.evaluation.evaluators):
         if ("evaluator", name) not in registry:
             problems.append(f"evaluation.evaluators.{i}\n    {registry.unknown_message('evaluator', name)}")
@@ -194,6 +359,91 @@ def check_against_registry(protocol: Protocol, registry: Registry, origin: str =
     if problems:
         raise ProtocolError(f"{origin} is not a valid protocol:\n" + "\n".join(problems))
     return skipped
+
+
+def _check_values(where: str, kind: Kind, ref: ComponentRef, spec: ComponentSpec, protocol: Protocol) -> list[str]:
+    """Build the component as the runner will and check its parameter values; one problem per
+    bad value, located at ``<where>.params[.<name>]``."""
+    factory = spec.load()
+    params = protocol_defaults(kind, ref.params, factory, seed=protocol.seed, n_jobs=protocol.n_jobs)
+    injected = {"random_state": "seed", "n_jobs": "n_jobs"}
+    label = f"{kind.replace('_', ' ')} {ref.name!r}"
+
+    def loc(name: str | None) -> str:
+        if name is None:
+            return f"{where}.params"
+        if name not in ref.params and name in injected:  # the value came from the protocol's key
+            return f"{injected[name]} (given to {where}.params.{name})"
+        return f"{where}.params.{name}"
+
+    try:
+        component = factory(**params)
+    except (ValueError, TypeError) as exc:
+        return [f"{loc(None)}\n    {label}: {exc}"]
+    except Exception as exc:  # not a parameter problem as far as we can tell, but it cannot run
+        return [f"{where}.name\n    {label} from {spec.source} cannot be built with these parameters: {exc!r}"]
+    problems: list[str] = []
+    constraints = getattr(component, "_parameter_constraints", None)
+    if isinstance(constraints, dict) and constraints:
+        problems += [f"{loc(name)}\n    {msg}" for name, msg in _constraint_problems(component, constraints, label)]
+    validate = getattr(component, "validate_params", None)
+    if not problems and callable(validate):
+        try:
+            validate()
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{loc(None)}\n    {label}: {exc}")
+    return problems
+
+
+def _constraint_problems(component: Any, constraints: dict[str, Any], label: str) -> list[tuple[str | None, str]]:
+    """(parameter, message) for every parameter that breaks its scikit-learn constraint, in the
+    constructor's order (scikit-learn's own ``_validate_params`` stops at the first)."""
+    try:
+        from sklearn.utils._param_validation import validate_parameter_constraints
+    except ImportError:  # pragma: no cover - a scikit-learn without the (private) module
+        try:
+            component._validate_params()
+        except (ValueError, TypeError) as exc:
+            return [(None, f"{label}: {exc}")]
+        return []
+    values = component.get_params(deep=False) if hasattr(component, "get_params") else {
+        k: getattr(component, k) for k in constraints if hasattr(component, k)}
+    out: list[tuple[str | None, str]] = []
+    for name, value in values.items():
+        if name not in constraints:
+            continue
+        try:
+            validate_parameter_constraints({name: constraints[name]}, {name: value}, caller_name=label)
+        except (ValueError, TypeError) as exc:
+            out.append((name, str(exc)))
+    return out
+
+
+def _check_codes(protocol: Protocol) -> list[str]:
+    """Every class code the protocol names must be a code of its class scheme (the bundled one,
+    or the protocol's own scheme file): ``label_map`` targets and ``classes`` of ``data`` and
+    ``test_data``, ``tolerance.pairs`` and ``evaluation.no_call_classes``. Folder names and file
+    prefixes used as labels are only known once the data is listed: the runner checks them with
+    :func:`cytocompare.classes.check_labels`."""
+    try:
+        scheme: ClassScheme = load_scheme(protocol.class_scheme)
+    except ProtocolError as exc:
+        return [f"class_scheme\n    {exc}"]
+    codes = set(scheme.codes)
+    found: list[tuple[str, str]] = []
+    for key, data in (("data", protocol.data), ("test_data", protocol.test_data)):
+        if data is None:
+            continue
+        found += [(f"{key}.label_map.{source}", target) for source, target in (data.label_map or {}).items()]
+        found += [(f"{key}.classes.{i}", code) for i, code in enumerate(data.classes or [])]
+    if isinstance(protocol.tolerance.pairs, list):
+        found += [(f"tolerance.pairs.{i}", code) for i, pair in enumerate(protocol.tolerance.pairs) for code in pair]
+    found += [(f"evaluation.no_call_classes.{i}", code)
+              for i, code in enumerate(protocol.evaluation.no_call_classes or [])]
+    problems = [f"{where}\n    {scheme.unknown_label_message(code)}" for where, code in found if code not in codes]
+    if problems:  # what to do, once
+        problems.append(f"class_scheme\n    {label_remedy(scheme)}")
+    return problems
 
 
 def _check_input_chain(mname: str, method: MethodSpec, registry: Registry) -> list[str]:

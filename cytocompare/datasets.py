@@ -10,7 +10,14 @@ Supported layouts
     this reader also reads the paper layout; the two names only differ in what is reported.
 ``manifest``
     A CSV file with at least ``path,label`` columns (optional ``sha256``), paths relative to the
-    CSV's folder.
+    CSV's folder. An absolute path, or a ``..`` path that leaves the CSV's folder, is refused
+    (``allow_outside_paths`` allows both); the check is on the written path, so a symbolic link
+    inside the folder is followed as usual.
+
+Nothing is dropped without its name: a bad file, an unmapped or excluded label, a refused
+manifest path and every file the listing does not read (a non-image file name, a hidden file or
+folder, a broken or folder link, a file outside any class folder) is a :class:`SkippedFile` with
+its cause; the causes of files that were not read start with ``"ignored: "``.
 
 Every file is decoded once (in parallel threads; PIL and hashlib release the GIL) so that a
 truncated or grey-scale image is found before a run starts and not in fold 4 of method 3.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +42,9 @@ from cytocompare.errors import DataError
 from cytocompare.images import BadImageError, ImageSet, decode_image
 
 __all__ = [
+    "IGNORED",
     "IMAGE_EXTENSIONS",
+    "BadFilesError",
     "LoadedDataset",
     "SkippedFile",
     "BUNDLED_PREFIX",
@@ -56,6 +66,22 @@ _MAX_LISTED_BAD = 5
 # files per joblib task: large enough that task overhead is negligible, small enough that the
 # progress callback moves
 _VERIFY_CHUNK = 128
+
+#: the cause of every file the listing does not read starts with this (then the reason)
+IGNORED = "ignored"
+
+
+class BadFilesError(DataError):
+    """Stop mode found bad files (or refused manifest paths).
+
+    ``skipped`` holds every file left out so far with its cause (the bad ones included), so that
+    the caller can still write ``skipped.csv`` before stopping; ``bad`` holds the bad ones only.
+    """
+
+    def __init__(self, message: str, *, skipped: list[SkippedFile], bad: list[SkippedFile]) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+        self.bad = bad
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,14 @@ class LoadedDataset:
         Images per class in ``images`` (a class of an empty class folder counts 0).
     warnings : list of str
         Things a person should know (empty folders, unmapped labels, excluded classes, ...).
+    perceptual_hashes : numpy.ndarray or None
+        With ``perceptual_hashes=True``: an ``(n, 2)`` uint64 array, the
+        :func:`cytocompare.near_duplicates.perceptual_hash` of every image of ``images`` (computed
+        from the decoded file during the check); else None.
+    perceptual_hash_seconds : float
+        CPU seconds spent on those hashes (summed over the threads), to show what they cost.
+    check_seconds : float
+        Wall-clock seconds of the whole check (reading, hashing, decoding).
     """
 
     images: ImageSet
@@ -92,6 +126,9 @@ class LoadedDataset:
     root: Path = Path(".")
     class_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    perceptual_hashes: np.ndarray | None = None
+    perceptual_hash_seconds: float = 0.0
+    check_seconds: float = 0.0
 
 
 @dataclass
@@ -151,6 +188,8 @@ def load_dataset(
     verify: bool = True,
     progress: ProgressCallback | None = None,
     n_jobs: int = -1,
+    allow_outside_paths: bool = False,
+    perceptual_hashes: bool = False,
 ) -> LoadedDataset:
     """List, label and validate the images of a data folder or manifest.
 
@@ -175,14 +214,20 @@ def load_dataset(
     crop : (height, width), optional
         Passed to the :class:`ImageSet`: the centre is cropped when decoded, before ``resize``.
     on_bad_file : {"stop", "skip"}
-        ``stop`` raises :class:`DataError` listing the bad files; ``skip`` lists them in
-        ``skipped`` and goes on.
+        ``stop`` raises :class:`BadFilesError` listing the bad files (and refused manifest
+        paths); ``skip`` lists them in ``skipped`` and goes on.
     verify : bool
         Decode every file fully and hash it (and check manifest hashes). ``False`` only lists.
     progress : callable, optional
         Called as ``progress(done, total)`` while files are verified.
     n_jobs : int
         Threads used for verification (``-1``: one per CPU).
+    allow_outside_paths : bool
+        Manifest only: accept absolute paths and ``..`` paths that leave the manifest's folder.
+        By default each is refused: in ``skipped`` with its cause, or an error in stop mode.
+    perceptual_hashes : bool
+        Also compute the perceptual hash of every good image while it is decoded for the check
+        (for near-duplicate groups, :mod:`cytocompare.near_duplicates`); needs ``verify``.
 
     Returns
     -------
@@ -191,34 +236,47 @@ def load_dataset(
     Raises
     ------
     DataError
-        Missing folder, empty data set, malformed manifest, or bad files with ``on_bad_file="stop"``.
+        Missing folder, empty data set, malformed manifest; :class:`BadFilesError` for bad files
+        with ``on_bad_file="stop"``.
     """
     if on_bad_file not in ("stop", "skip"):
         raise ValueError(f"on_bad_file must be 'stop' or 'skip', not {on_bad_file!r}")
     if label_from not in ("folder", "prefix"):
         raise ValueError(f"label_from must be 'folder' or 'prefix', not {label_from!r}")
+    if perceptual_hashes and not verify:
+        raise ValueError("perceptual_hashes needs verify=True (the hashes are computed while each file is checked)")
+    started = time.perf_counter()
     root, manifest, layout_used = _resolve_source(path, layout)
     warnings: list[str] = []
+    skipped: list[SkippedFile] = []
+    refused: list[SkippedFile] = []  # bad before being read: manifest paths outside its folder
     if manifest is not None:
-        entries = _list_manifest(manifest, root)
+        entries = _list_manifest(manifest, root, allow_outside_paths, refused)
         empty_labels: list[str] = []
     else:
-        entries, empty_labels, layout_used = _list_class_folders(root, layout_used, warnings)
+        entries, empty_labels, layout_used = _list_class_folders(root, layout_used, warnings, skipped)
     if label_from == "prefix":
         entries = [_Entry(e.path, _prefix_label(e.path), e.expected_sha256) for e in entries]
 
-    skipped: list[SkippedFile] = []
     entries, empty_labels = _apply_label_map(entries, empty_labels, label_map, label_from, skipped, warnings)
     wanted = None if classes is None else list(classes)
     entries, empty_labels = _apply_class_filter(entries, empty_labels, wanted, skipped, warnings)
+    # stop mode: refused paths are bad files, reported in one error with the bad files found
+    pending = refused if on_bad_file == "stop" else []
+    if on_bad_file == "skip":
+        skipped.extend(refused)
+    if pending and (not entries or not verify):
+        _raise_bad(pending, len(entries) + len(pending), skipped)
     if not entries:
         raise DataError(f"{root}: no usable images found (layout {layout_used!r}){_why_empty(skipped)}")
 
     entries.sort(key=lambda e: (e.path.as_posix()))
-    hashes = _verify_entries(entries, verify, image_size, on_bad_file, skipped, progress, n_jobs)
+    results = _verify_entries(entries, verify, image_size, on_bad_file, skipped, progress, n_jobs,
+                              perceptual_hashes, pending)
+    hashes = [r.sha for r in results]
     keep = [i for i, h in enumerate(hashes) if h is not None or not verify]
     if not keep:
-        first = skipped[0]
+        first = next(s for s in skipped if not s.cause.startswith(IGNORED))
         raise DataError(f"{root}: every image file is bad; see the skipped list (first: {first.path}: {first.cause})")
     kept = [entries[i] for i in keep]
     sha = _final_hashes(kept, [hashes[i] for i in keep], verify)
@@ -228,7 +286,16 @@ def load_dataset(
     _warn_empty_classes(counts, warnings)
     if sha is not None:
         _warn_duplicates(sha, warnings)
-    return LoadedDataset(images, skipped, layout_used, root, counts, warnings)
+    phashes = None
+    if perceptual_hashes:
+        from cytocompare.near_duplicates import HASH_WORDS
+
+        phashes = np.stack([results[i].phash for i in keep]) if keep else np.zeros((0, HASH_WORDS), np.uint64)
+    return LoadedDataset(
+        images, skipped, layout_used, root, counts, warnings, perceptual_hashes=phashes,
+        perceptual_hash_seconds=float(sum(r.phash_seconds for r in results)),
+        check_seconds=time.perf_counter() - started,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,14 +331,55 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _list_class_folders(root: Path, layout: str, warnings: list[str]) -> tuple[list[_Entry], list[str], str]:
-    """Entries of every class folder (files at any depth), the empty folders' labels, layout."""
-    class_dirs = sorted(
-        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=lambda d: d.name
-    )
+# causes of files the listing does not read (each starts with IGNORED)
+_IGNORED_HIDDEN_FILE = f"{IGNORED}: hidden file (name starts with '.')"
+_IGNORED_HIDDEN_FOLDER = f"{IGNORED}: hidden folder (name starts with '.'); {{n}} file(s) in it not read"
+_IGNORED_BROKEN_LINK = f"{IGNORED}: broken symbolic link (its target does not exist)"
+_IGNORED_FOLDER_LINK = f"{IGNORED}: symbolic link to a folder below a class folder (not followed)"
+_IGNORED_OUTSIDE_CLASS = f"{IGNORED}: not inside a class folder"
+_IGNORED_UNDERSCORE = f"{IGNORED}: in a folder whose name starts with '_' (not a class folder)"
+
+
+def _ignored_not_image(path: Path) -> str:
+    suffix = path.suffix or "no extension"
+    return f"{IGNORED}: not an image file name ({suffix}; images are {', '.join(sorted(IMAGE_EXTENSIONS))})"
+
+
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def _count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def _list_class_folders(
+    root: Path, layout: str, warnings: list[str], skipped: list[SkippedFile]
+) -> tuple[list[_Entry], list[str], str]:
+    """Entries of every class folder (files at any depth), the empty folders' labels, layout.
+
+    Every file that is not read is added to ``skipped`` with an ``ignored: ...`` cause (a hidden
+    folder is one row, with the number of files in it)."""
+    top = sorted(root.iterdir(), key=lambda p: p.name)
+    class_dirs = [d for d in top if d.is_dir() and not d.name.startswith((".", "_"))]
     if not class_dirs:
         raise DataError(f"{root}: no class folders found (expected CLASS/*.jpg or CLASS/0001-1000/*.jpg)")
-    stray = [p.name for p in root.iterdir() if p.is_file() and _is_image(p)]
+    ignored: list[SkippedFile] = []
+    stray: list[str] = []
+    for p in top:
+        if p.name.startswith("."):
+            cause = (_IGNORED_HIDDEN_FOLDER.format(n=_count_files(p)) if p.is_dir() and not p.is_symlink()
+                     else _IGNORED_HIDDEN_FILE)
+            ignored.append(SkippedFile(str(p), cause))
+        elif _is_broken_link(p):
+            ignored.append(SkippedFile(str(p), _IGNORED_BROKEN_LINK))
+        elif p.is_dir() and p.name.startswith("_"):
+            files, _, _ = _walk_class_folder(p, ignored)
+            ignored.extend(SkippedFile(str(f), _IGNORED_UNDERSCORE) for f in files)
+        elif not p.is_dir():
+            ignored.append(SkippedFile(str(p), _IGNORED_OUTSIDE_CLASS))
+            if _is_image(p):
+                stray.append(p.name)
     if stray:
         warnings.append(
             f"{len(stray)} image file(s) directly in {root} ignored (not inside a class folder), e.g. {stray[0]}"
@@ -279,43 +387,75 @@ def _list_class_folders(root: Path, layout: str, warnings: list[str]) -> tuple[l
     entries: list[_Entry] = []
     empty: list[str] = []
     nested = False
-    other = 0
+    n_top = len(ignored)
     for d in class_dirs:
-        files, n_other, has_sub = _walk_class_folder(d)
-        other += n_other
+        files, _, has_sub = _walk_class_folder(d, ignored)
         nested |= has_sub
         if not files:
             empty.append(d.name)
         entries.extend(_Entry(f, d.name) for f in files)
-    if other:
-        warnings.append(f"{other} non-image file(s) in class folders ignored (extensions other than "
-                        f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+    inside = len(ignored) - n_top
+    if inside:
+        warnings.append(f"{inside} non-image, hidden or broken-link file(s) or folder(s) in class folders "
+                        "ignored; each is listed in skipped.csv (cause 'ignored: ...')")
+    skipped.extend(ignored)
     if layout == "auto":
         layout = "paper" if nested else "flat"
     return entries, empty, layout
 
 
-def _walk_class_folder(folder: Path) -> tuple[list[Path], int, bool]:
-    """(image files at any depth, count of other files, whether there are sub-folders)."""
+def _walk_class_folder(folder: Path, ignored: list[SkippedFile]) -> tuple[list[Path], int, bool]:
+    """(image files at any depth, count of files not read, whether there are sub-folders).
+
+    Every file not read is appended to ``ignored`` with its cause."""
     files: list[Path] = []
-    other = 0
+    n_before = len(ignored)
     has_sub = False
     # os.walk is much faster than Path.rglob on 170k files
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-        if dirnames:
+        here = Path(dirpath)
+        keep = []
+        for n in sorted(dirnames):
+            sub = here / n
+            if n.startswith("."):
+                ignored.append(SkippedFile(str(sub), _IGNORED_HIDDEN_FOLDER.format(n=_count_files(sub))))
+            elif sub.is_symlink():  # os.walk does not descend into it; say so
+                ignored.append(SkippedFile(str(sub), _IGNORED_FOLDER_LINK))
+            else:
+                keep.append(n)
+        dirnames[:] = keep
+        if keep:
             has_sub = True
-        for name in filenames:
-            p = Path(dirpath) / name
-            if _is_image(p):
+        for name in sorted(filenames):
+            p = here / name
+            if name.startswith("."):
+                ignored.append(SkippedFile(str(p), _IGNORED_HIDDEN_FILE))
+            elif _is_broken_link(p):
+                ignored.append(SkippedFile(str(p), _IGNORED_BROKEN_LINK))
+            elif _is_image(p):
                 files.append(p)
-            elif not name.startswith("."):
-                other += 1
-    return files, other, has_sub
+            else:
+                ignored.append(SkippedFile(str(p), _ignored_not_image(p)))
+    return files, len(ignored) - n_before, has_sub
 
 
-def _list_manifest(manifest: Path, root: Path) -> list[_Entry]:
-    """Entries of a manifest CSV (``path,label`` and optional ``sha256``)."""
+def _outside_cause(written: str) -> str | None:
+    """Why a manifest path leaves the manifest's folder, or None if it stays inside."""
+    if Path(written).is_absolute() or os.path.isabs(written):
+        why = "an absolute path"
+    elif os.path.normpath(written).replace("\\", "/").split("/")[0] == "..":
+        why = "a '..' path that leaves the manifest's folder"
+    else:
+        return None
+    return f"manifest path is {why}; set data.allow_outside_paths: true to allow it"
+
+
+def _list_manifest(manifest: Path, root: Path, allow_outside: bool = False,
+                   refused: list[SkippedFile] | None = None) -> list[_Entry]:
+    """Entries of a manifest CSV (``path,label`` and optional ``sha256``).
+
+    A path outside the manifest's folder (absolute, or ``..`` leaving it) is appended to
+    ``refused`` instead, unless ``allow_outside``."""
     with open(manifest, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -340,6 +480,11 @@ def _list_manifest(manifest: Path, root: Path) -> list[_Entry]:
                 )
             seen[row["path"]] = lineno
             sha = row.get("sha256") or None
+            outside = None if allow_outside else _outside_cause(row["path"])
+            if outside is not None:
+                if refused is not None:
+                    refused.append(SkippedFile(str(root / row["path"]), f"line {lineno}: {outside}"))
+                continue
             entries.append(_Entry(root / row["path"], row["label"], sha.lower() if sha else None))
     return entries
 
@@ -441,10 +586,20 @@ def _warn_duplicates(sha: Sequence[str], warnings: list[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """The outcome of checking one file."""
+
+    sha: str | None  # None: bad (or not verified)
+    cause: str | None = None  # None: good
+    phash: np.ndarray | None = None
+    phash_seconds: float = 0.0
+
+
 def _check_file(
-    path: Path, expected_sha: str | None, image_size: tuple[int, int] | None
-) -> tuple[str | None, str | None]:
-    """(sha256, None) for a good file, (sha256 or None, cause) for a bad one.
+    path: Path, expected_sha: str | None, image_size: tuple[int, int] | None, phash: bool = False
+) -> _Checked:
+    """The sha256 of a good file (and its perceptual hash when asked), or the cause of a bad one.
 
     Reads the bytes once and both hashes and decodes them (:func:`cytocompare.images.decode_image`,
     the check every later read makes too), so each file is read from disk once.
@@ -452,25 +607,42 @@ def _check_file(
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, "file not found"
+        return _Checked(None, "broken symbolic link (its target does not exist)" if path.is_symlink()
+                        else "file not found")
     except OSError as exc:
-        return None, f"cannot read the file ({exc})"
+        return _Checked(None, f"cannot read the file ({exc})")
     if not data:
-        return None, "empty file (0 bytes)"
+        return _Checked(None, "empty file (0 bytes)")
     sha = hashlib.sha256(data).hexdigest()
     if expected_sha is not None and sha != expected_sha:
-        return sha, f"sha256 {sha[:12]}... does not match the manifest's {expected_sha[:12]}..."
+        return _Checked(None, f"sha256 {sha[:12]}... does not match the manifest's {expected_sha[:12]}...")
     try:
-        decode_image(data, name=path, expected_size=image_size)
+        array = decode_image(data, name=path, expected_size=image_size)
     except BadImageError as exc:
-        return sha, exc.cause
-    return sha, None
+        return _Checked(None, exc.cause)
+    if not phash:
+        return _Checked(sha)
+    from cytocompare.near_duplicates import perceptual_hash
+
+    t0 = time.thread_time()
+    h = perceptual_hash(array)
+    return _Checked(sha, None, h, time.thread_time() - t0)
 
 
-def _check_chunk(
-    entries: Sequence[_Entry], image_size: tuple[int, int] | None
-) -> list[tuple[str | None, str | None]]:
-    return [_check_file(e.path, e.expected_sha256, image_size) for e in entries]
+def _check_chunk(entries: Sequence[_Entry], image_size: tuple[int, int] | None, phash: bool) -> list[_Checked]:
+    return [_check_file(e.path, e.expected_sha256, image_size, phash) for e in entries]
+
+
+def _raise_bad(bad: Sequence[SkippedFile], n_files: int, skipped: list[SkippedFile]) -> None:
+    """Stop mode: one error listing the first bad files; it carries every one of them."""
+    listed = "\n".join(f"  {b.path}: {b.cause}" for b in bad[:_MAX_LISTED_BAD])
+    more = f"\n  ... and {len(bad) - _MAX_LISTED_BAD} more" if len(bad) > _MAX_LISTED_BAD else ""
+    raise BadFilesError(
+        f"{len(bad)} bad image file(s) of {n_files}:\n{listed}{more}\n"
+        "fix or remove them, or set on_bad_file: skip to leave them out (each is listed with its cause "
+        "in skipped.csv)",
+        skipped=[*skipped, *bad], bad=list(bad),
+    )
 
 
 def _verify_entries(
@@ -481,21 +653,19 @@ def _verify_entries(
     skipped: list[SkippedFile],
     progress: ProgressCallback | None,
     n_jobs: int,
-) -> list[str | None]:
-    """sha256 per entry (None for a bad file); bad files are raised or added to ``skipped``."""
+    phash: bool = False,
+    pending: Sequence[SkippedFile] = (),
+) -> list[_Checked]:
+    """The check of every entry (``sha`` None for a bad file); bad files are raised or added to
+    ``skipped``. ``pending``: files found bad before the check (stop mode), raised with the others."""
     if not verify:
-        return [None] * len(entries)
-    results = _run_checks(entries, image_size, progress, n_jobs)
-    bad = [(e, cause) for e, (_, cause) in zip(entries, results) if cause is not None]
+        return [_Checked(None) for _ in entries]
+    results = _run_checks(entries, image_size, progress, n_jobs, phash)
+    bad = [*pending, *(SkippedFile(str(e.path), r.cause) for e, r in zip(entries, results) if r.cause is not None)]
     if bad and on_bad_file == "stop":
-        listed = "\n".join(f"  {e.path}: {cause}" for e, cause in bad[:_MAX_LISTED_BAD])
-        more = f"\n  ... and {len(bad) - _MAX_LISTED_BAD} more" if len(bad) > _MAX_LISTED_BAD else ""
-        raise DataError(
-            f"{len(bad)} bad image file(s) of {len(entries)}:\n{listed}{more}\n"
-            "fix or remove them, or set on_bad_file: skip to leave them out (they are listed in skipped.csv)"
-        )
-    skipped.extend(SkippedFile(str(e.path), cause) for e, cause in bad)
-    return [sha if cause is None else None for sha, cause in results]
+        _raise_bad(bad, len(entries) + len(pending), skipped)
+    skipped.extend(bad)
+    return results
 
 
 def _run_checks(
@@ -503,18 +673,19 @@ def _run_checks(
     image_size: tuple[int, int] | None,
     progress: ProgressCallback | None,
     n_jobs: int,
-) -> list[tuple[str | None, str | None]]:
+    phash: bool = False,
+) -> list[_Checked]:
     """Check every entry in parallel threads, reporting progress as chunks finish."""
     from joblib import Parallel, delayed
 
     total = len(entries)
     chunks = [entries[i:i + _VERIFY_CHUNK] for i in range(0, total, _VERIFY_CHUNK)]
-    results: list[tuple[str | None, str | None]] = []
+    results: list[_Checked] = []
     if progress is not None:
         progress(0, total)
     # threads, not processes: decoding and hashing release the GIL, and nothing is pickled
     parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-    for chunk_result in parallel(delayed(_check_chunk)(c, image_size) for c in chunks):
+    for chunk_result in parallel(delayed(_check_chunk)(c, image_size, phash) for c in chunks):
         results.extend(chunk_result)
         if progress is not None:
             progress(len(results), total)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class CytocompareError(Exception):
     """Base class of every error cytocompare raises on purpose."""
@@ -27,9 +29,15 @@ class DataError(CytocompareError):
     """An image file or data folder cannot be used; the message names the file and the cause."""
 
 
+class OutputError(CytocompareError):
+    """A folder or file cytocompare must write (the run directory, the feature cache) cannot be
+    written; the message names the path and the cause."""
+
+
 class SplitError(CytocompareError):
     """A split plan cannot be made as asked (e.g. a class smaller than the number of folds)."""
 
 
-class NotFittedError(CytocompareError, AttributeError):
-    """A component was used before ``fit``; mirrors scikit-learn's exception of that name."""
+class NotFittedError(CytocompareError, _SklearnNotFittedError):
+    """A component was used before ``fit``: scikit-learn's exception of that name (a ValueError and
+    an AttributeError), so that ``check_estimator`` and user code catching either see it."""

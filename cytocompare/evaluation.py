@@ -51,10 +51,63 @@ def runs_last(reporter: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------- reading a run
-def context_from_run(run: RunDir) -> EvaluationContext:
-    """The :class:`EvaluationContext` described by run.json."""
+def _scheme_codes(run: RunDir) -> list[str]:
+    """The codes of the run's class scheme in scheme order (run.json ``class_scheme``, else
+    matek2021, as :func:`cytocompare.reports._inferred_from`); [] when it cannot be loaded."""
+    from cytocompare.classes import load_scheme
+    from cytocompare.errors import ProtocolError
+
+    try:
+        return list(load_scheme(run.info.get("class_scheme", "matek2021")).codes)
+    except (ProtocolError, OSError, ValueError):  # a scheme file that moved since the run
+        return []
+
+
+def display_order(run: RunDir, classes: set[str] | Sequence[str]) -> list[str]:
+    """``classes`` in display order: run.json ``labels`` order first, then the class scheme's
+    order, then any other codes sorted (a class dropped from one split is missing from run.json
+    ``labels`` but is still tested by the others)."""
+    wanted = set(classes)
+    order = [c for c in run.labels() if c in wanted]
+    rest = wanted - set(order)
+    if rest:
+        order += [c for c in _scheme_codes(run) if c in rest]
+        order += sorted(rest - set(order))
+    return order
+
+
+def split_labels(run: RunDir, split: str) -> list[str]:
+    """The classes a split tested, in :func:`display_order`: every truth value of its completed
+    folds (all methods).
+
+    Per-class rows and the class averages of a split (macro-F1, weighted F1; balanced accuracy
+    already averages over the classes present) describe exactly these classes: a class that
+    ``small_classes: drop`` left out of another split keeps its rows here, and a class that
+    ``train_only`` kept on the training side only, or that an external test set lacks, gets none.
+    """
+    return _split_labels(run, split, _read_split(run, split))
+
+
+def _read_split(run: RunDir, split: str) -> dict[tuple[str, int], Any]:
+    return {(m, k): run.read_predictions(m, s, k) for m, s, k in run.completed() if s == split}
+
+
+def _split_labels(run: RunDir, split: str, preds: Mapping[tuple[str, int], Any]) -> list[str]:
+    seen: set[str] = set()
+    for p in preds.values():
+        seen.update(p.truth.tolist())
+    return display_order(run, seen)
+
+
+def context_from_run(run: RunDir, split: str | None = None) -> EvaluationContext:
+    """The :class:`EvaluationContext` described by run.json; with ``split``, its ``labels`` are
+    the classes that split tested (:func:`split_labels`), else run.json ``labels``."""
+    return _context(run, tuple(run.labels()) if split is None else tuple(split_labels(run, split)))
+
+
+def _context(run: RunDir, labels: tuple[str, ...]) -> EvaluationContext:
     return EvaluationContext(
-        labels=tuple(run.labels()),
+        labels=labels,
         tolerated_pairs=frozenset(frozenset(p) for p in run.tolerated_pairs()),
         no_call_classes=frozenset(run.no_call_classes()),
     )
@@ -139,25 +192,33 @@ def evaluate_run(run: RunDir, evaluators: Mapping[str, Evaluator] | None = None,
 
     Notes
     -----
+    Each split is evaluated on the classes it tested (:func:`split_labels`), so its per-class
+    rows and its class averages describe exactly those; ``metrics.json`` records them under
+    ``labels_by_split`` (``labels``: every class of any split, in display order).
     ``summary.csv`` holds mean and sample standard deviation (``ddof=1``) over folds; the sd
     cell is empty with a single fold. Non-finite values (e.g. a class never called) are left
     out of mean and sd and ``n_folds`` counts the folds that had a value.
     """
     if evaluators is None:
         evaluators = default_evaluators(run, registry)
-    context = context_from_run(run)
     splits = run.splits()
     method_order = {m: i for i, m in enumerate(run.methods())}
     split_order = {s: i for i, s in enumerate(splits)}
     done = sorted(run.completed(), key=lambda x: (method_order.get(x[0], 1 << 30), split_order.get(x[1], 1 << 30), x))
+    # every split is evaluated on the classes it tested, not on the run's list (issue 8.1)
+    preds_of: dict[str, dict[tuple[str, int], Any]] = {}
+    for method, split, fold in done:
+        preds_of.setdefault(split, {})[(method, fold)] = run.read_predictions(method, split, fold)
+    labels_of = {split: _split_labels(run, split, preds) for split, preds in preds_of.items()}
+    contexts = {split: _context(run, tuple(labels)) for split, labels in labels_of.items()}
     long_rows: list[tuple[str, str, int, str, str, float]] = []
     for method, split, fold in done:
         kind = splits.get(split, {}).get("kind", "holdout")
-        preds = run.read_predictions(method, split, fold)
+        preds = preds_of[split][(method, fold)]
         for ev in evaluators.values():
             if not evaluates_split(ev, kind):
                 continue
-            for r in ev.evaluate(preds.truth, preds.prediction, context):
+            for r in ev.evaluate(preds.truth, preds.prediction, contexts[split]):
                 long_rows.append((method, split, fold, r.metric, r.cls, float(r.value)))
     written = [run.write_csv("metrics/long.csv", ["method", "split", "fold", "metric", "class", "value"], long_rows)]
 
@@ -175,7 +236,10 @@ def evaluate_run(run: RunDir, evaluators: Mapping[str, Evaluator] | None = None,
         nested[method][split]["folds"].setdefault(str(fold), {}).setdefault(metric, {})[cls] = value
     written.append(run.write_csv("metrics/summary.csv", ["method", "split", "metric", "class", "mean", "sd", "n_folds"],
                                  summary_rows))
-    written.append(run.write_json("metrics/metrics.json", {"labels": list(context.labels), "methods": nested}))
+    ordered_splits = sorted(labels_of, key=lambda s: (split_order.get(s, 1 << 30), s))
+    written.append(run.write_json("metrics/metrics.json", {
+        "labels": display_order(run, set(run.labels()).union(*labels_of.values())),
+        "labels_by_split": {s: labels_of[s] for s in ordered_splits}, "methods": nested}))
     return written
 
 
@@ -255,6 +319,7 @@ __all__ = [
     "DEFAULT_REPORTERS",
     "context_from_run",
     "default_evaluators",
+    "display_order",
     "evaluate_and_report",
     "evaluate_run",
     "evaluates_split",
@@ -262,4 +327,5 @@ __all__ = [
     "pooled_predictions",
     "recorded_names",
     "runs_last",
+    "split_labels",
 ]

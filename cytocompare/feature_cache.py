@@ -10,8 +10,13 @@ Layout of one extractor's store (``root/<extractor key>/``)::
 
     features.f32   raw float32 rows of d columns, appended chunk by chunk
     index.csv      sha256,row -- appended (and flushed) after each chunk's rows are written
-    meta.json      extractor class path, parameters, number of features, feature-name hash
-    .lock          held while computing; a second process fails clearly
+    meta.json      extractor class path, plugin distribution and version, parameters, number of
+                   features, feature-name hash
+    .lock          held while computing (:class:`cytocompare.locking.DirectoryLock`): a second
+                   process fails clearly, naming the holder; a dead holder's lock is taken over
+
+The store's key (:func:`extractor_key`) includes the version of the plugin distribution the
+extractor class comes from, so an upgraded plugin computes into a new store.
 
 The index is written after the rows it names, so after a crash the store is cut back to the
 rows the index knows and extraction resumes at the first missing image.
@@ -24,8 +29,8 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +38,9 @@ import numpy as np
 
 from cytocompare.errors import CytocompareError
 from cytocompare.images import ImageSet
+from cytocompare.locking import DirectoryLock, DirectoryLockedError
 
-__all__ = ["CacheLockedError", "FeatureCache", "FeatureExtractionError", "extractor_key"]
+__all__ = ["CacheLockedError", "FeatureCache", "FeatureExtractionError", "extractor_key", "extractor_version"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -49,8 +55,8 @@ class FeatureExtractionError(CytocompareError):
     """An extractor returned something other than a float32 (n_images, n_features) array."""
 
 
-class CacheLockedError(CytocompareError):
-    """Another process is writing the same feature store."""
+class CacheLockedError(DirectoryLockedError):
+    """Another process is writing the same feature store (``holder`` names it)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,11 +79,46 @@ def _names_hash(names: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
 
 
+@lru_cache(maxsize=None)
+def _distributions_of_packages() -> dict[str, tuple[str, ...]]:
+    from importlib import metadata
+
+    return {k: tuple(v) for k, v in metadata.packages_distributions().items()}
+
+
+@lru_cache(maxsize=None)
+def _distribution_version(top_package: str) -> tuple[str, str] | None:
+    """(distribution, version) installing the top-level package, or None (not installed, e.g. a
+    class defined in a script or a test)."""
+    from importlib import metadata
+
+    for dist in sorted(_distributions_of_packages().get(top_package, ())):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:  # pragma: no cover - a stale entry
+            continue
+    return None
+
+
+def extractor_version(extractor: Any) -> tuple[str, str] | None:
+    """The distribution and version of the package the extractor's class comes from.
+
+    Found through the class's top-level package (``cytocompare_classical.extractor`` ->
+    ``cytocompare_classical`` -> distribution ``cytocompare-classical``); None when that package
+    belongs to no installed distribution.
+    """
+    top = type(extractor).__module__.split(".", 1)[0]
+    return _distribution_version(top)
+
+
 def extractor_key(extractor: Any) -> str:
     """A folder-safe key naming an extractor configuration.
 
-    Built from the class path, the ``get_params()`` repr and a hash of
-    ``get_feature_names_out()``; any change of these gives a new key (a new store).
+    Built from the class path, the ``get_params()`` repr, a hash of ``get_feature_names_out()``
+    and the distribution and version of the plugin the class comes from
+    (:func:`extractor_version`); any change of these gives a new key (a new store), so an
+    upgraded plugin never reuses features computed by its earlier version. A class of no
+    installed distribution has the key it had before versions were part of it.
 
     Parameters
     ----------
@@ -90,6 +131,9 @@ def extractor_key(extractor: Any) -> str:
     """
     names = list(extractor.get_feature_names_out())
     identity = f"{_class_path(extractor)}\n{_params_repr(extractor)}\n{_names_hash(names)}"
+    version = extractor_version(extractor)
+    if version is not None:
+        identity += f"\nplugin={version[0]} {version[1]}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     safe_name = "".join(ch if ch.isalnum() else "_" for ch in type(extractor).__name__)
     return f"{safe_name}-{digest}"
@@ -208,8 +252,10 @@ def _read_index(path: Path) -> tuple[dict[str, int], bool]:
 
 
 def _check_or_write_meta(folder: Path, extractor: Any, names: Sequence[str]) -> None:
+    version = extractor_version(extractor)
     meta = {
         "class": _class_path(extractor),
+        "plugin": None if version is None else {"distribution": version[0], "version": version[1]},
         "params": _params_repr(extractor),
         "repr": repr(extractor),
         "n_features": len(names),
@@ -226,50 +272,10 @@ def _check_or_write_meta(folder: Path, extractor: Any, names: Sequence[str]) -> 
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-@contextmanager
-def _lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock file; a lock left by a dead process (same host) is taken over."""
-    path = folder / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is not None and _pid_alive(holder):
-                raise CacheLockedError(
-                    f"{folder} is being written by process {holder} (lock file {path}); two processes "
-                    "cannot share a feature cache. Wait for it, or delete the lock file if that process is gone"
-                ) from None
-            path.unlink(missing_ok=True)  # stale: its writer died
-    else:  # pragma: no cover - only when another process races us twice
-        raise CacheLockedError(f"cannot take the lock {path}")
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _lock_holder(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _lock(folder: Path) -> DirectoryLock:
+    """The store's exclusive lock (:class:`cytocompare.locking.DirectoryLock`): a second process
+    gets :class:`CacheLockedError` naming the holder; a lock left by a dead process is taken over."""
+    return DirectoryLock(folder, what="feature cache", error=CacheLockedError)
 
 
 # --------------------------------------------------------------------------------------------

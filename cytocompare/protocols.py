@@ -115,6 +115,21 @@ class ReportsFit(Protocol):
     def fit_report(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class ReportsFeatureFailures(Protocol):
+    """A feature extractor that can say which rows of its features failed, and why.
+
+    ``failure_reasons(F, images)`` gets a feature matrix this extractor computed (possibly read
+    back from the feature cache) and the images of its rows, in order, and returns one entry per
+    row: ``None`` for a good row, else a short cause ("no contrast (green spread 0.0 < 30.0)").
+    Which rows failed must follow from ``F`` alone (a cached matrix is all there is); ``images``
+    may be used to say *why* for those rows only (e.g. by re-running a cheap, deterministic
+    step), and may be ``None``, in which case a generic cause is given.
+    """
+
+    def failure_reasons(self, F: np.ndarray, images: Any | None = None) -> list[str | None]: ...
+
+
 @dataclass(frozen=True)
 class EvaluationContext:
     """What an evaluator may need beyond the labels."""

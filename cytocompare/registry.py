@@ -117,6 +117,27 @@ class ComponentSpec:
         return self.load()(**params)
 
 
+def protocol_defaults(kind: Kind, params: dict[str, Any], factory: Any, *, seed: int,
+                      n_jobs: int) -> dict[str, Any]:
+    """The injection rule: a component whose constructor takes ``random_state`` gets the
+    protocol's ``seed``, and one that takes ``n_jobs`` the protocol's ``n_jobs``, unless the
+    protocol sets them for it.
+
+    A feature extractor keeps its own ``n_jobs``: the runner already spreads feature extraction
+    over the protocol's ``n_jobs`` through the feature cache (processes inside processes would
+    only compete for the same cores), and its parameters key the cache.
+
+    It lives here, below ``config`` and ``runner``, so that the protocol check builds every
+    component exactly as the runner will (``cytocompare.runner.protocol_defaults`` is this rule).
+    """
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    takes = inspect.signature(target).parameters
+    injected = {"random_state": seed, "n_jobs": n_jobs}
+    if kind == "feature_extractor":
+        del injected["n_jobs"]
+    return {k: v for k, v in injected.items() if k in takes and k not in params} | dict(params)
+
+
 class Registry:
     """All registered components, by kind and name."""
 
@@ -142,10 +163,16 @@ class Registry:
         except KeyError:
             raise UnknownComponentError(self.unknown_message(kind, name)) from None
 
+    def near_name(self, kind: Kind, name: str) -> str | None:
+        """The installed name of ``kind`` that ``name`` is a near miss of (the did-you-mean:
+        :func:`difflib.get_close_matches` with its default cutoff, 0.6), or None."""
+        near = difflib.get_close_matches(name, self.names(kind), n=1)
+        return near[0] if near else None
+
     def unknown_message(self, kind: Kind, name: str) -> str:
         names = self.names(kind)
-        near = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        near = self.near_name(kind, name)
+        hint = f"; did you mean {near!r}?" if near else ""
         return f"unknown {kind.replace('_', ' ')} {name!r}{hint} installed: {', '.join(names) or '(none)'}"
 
     def __contains__(self, key: tuple[Kind, str]) -> bool:

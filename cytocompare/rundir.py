@@ -14,9 +14,15 @@ reporters::
     RUN/checkpoints/<method>/<split>/fold<k>/       training state of checkpointing classifiers
     RUN/artifacts/<method>/<split>/                 files a classifier writes (WritesArtifacts)
     RUN/metrics/...                                 evaluators' output (cytocompare.evaluation)
+    RUN/error.log                                   the traceback of an unexpected error
+    RUN/.lock                                       the running process (cytocompare.locking)
 
 Every write is atomic (temporary file, then :func:`os.replace`) so an interrupted run never
-leaves a half-written file that a resumed run would mistake for a finished one.
+leaves a half-written file that a resumed run would mistake for a finished one; every file is
+created with the permissions the umask gives (0644 under the usual 022), like any other file.
+
+:meth:`RunDir.claim` decides, reading only, whether a directory starts afresh or resumes;
+the runner writes nothing into it before that and every other check have passed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from cytocompare.errors import CytocompareError, SplitError
+from cytocompare.locking import LOCK_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
     from cytocompare.datasets import LoadedDataset
@@ -78,8 +85,9 @@ class RunInfo:
     accessors of :class:`RunDir` (``labels()``, ``splits()``, ``tolerated_pairs()``, ...).
     """
 
-    #: "running" while folds are being computed, "finished" once every fold is done
-    status: Literal["running", "finished"]
+    #: "running" while folds are being computed, "finished" once every fold is done, "failed"
+    #: when the run stopped on an error, "interrupted" after Ctrl-C (``error`` says why)
+    status: Literal["running", "finished", "failed", "interrupted"]
     #: the protocol's ``name``
     protocol_name: str
     #: :meth:`cytocompare.config.Protocol.digest`: the directory resumes only under the same one
@@ -109,12 +117,65 @@ class RunInfo:
     test_data: str | None
     #: {"cytocompare": version, "python": version}
     versions: dict[str, str]
+    #: why the run stopped (status "failed" or "interrupted"): {"type", "message", "traceback"
+    #: (the file holding it, or null), "at" (UTC)}; null while running and once finished
+    error: dict[str, Any] | None = None
+
+
+RunStatus = Literal["running", "finished", "failed", "interrupted"]
+
+#: the files cytocompare writes into a run directory before its first fold: a folder holding
+#: nothing else (an earlier start that stopped on bad files or was interrupted) may start afresh
+EARLY_FILES = frozenset({
+    "run.json", "protocol.yaml", "plugins.json", "dataset.csv", "skipped.csv", "test_dataset.csv",
+    "test_skipped.csv", "splits.csv", "splits.json", "error.log", "feature_failures.csv",
+    "test_feature_failures.csv", "near_duplicates.csv", "test_near_duplicates.csv",
+})
+
+
+def is_scratch_name(name: str) -> bool:
+    """The lock file and the temporary files of atomic writes (left by a killed process)."""
+    return name == LOCK_NAME or (name.startswith(LOCK_NAME + ".") and name.endswith(".tmp")) or (
+        name.startswith(".") and name.endswith(".tmp"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :meth:`RunDir.claim` decided: ``"new"`` (nothing there), ``"restart"`` (only what an
+    earlier start left, no result: start afresh) or ``"resume"`` (a run of the same protocol)."""
+
+    mode: Literal["new", "restart", "resume"]
+    why: str = ""
+
+    @property
+    def resume(self) -> bool:
+        return self.mode == "resume"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc says it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    """The one writer of the run directory's files: a temporary file in the same folder, then
+    :func:`os.replace`; the file gets the mode a plain ``open`` would give it (0666 less the
+    umask), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        except (AttributeError, OSError):  # pragma: no cover - no fchmod (Windows)
+            pass
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -336,24 +397,93 @@ class RunDir:
         return self.path / "artifacts" / method / split
 
     # ------------------------------------------------------------------ starting a run
-    def start(self, protocol_hash: str) -> bool:
-        """Claim the directory for a run of the protocol with this digest; True when it resumes.
-
-        Raises :class:`CytocompareError` for a directory of another protocol's run, or one that
-        holds anything but a run, so that no finished work is ever overwritten.
-        """
-        self.path.mkdir(parents=True, exist_ok=True)
-        if (self.path / "run.json").exists():
-            previous = self.info.get("protocol_hash")
-            if previous != protocol_hash:
-                raise CytocompareError(
-                    f"{self.path} holds a run of a different protocol (hash {previous}, now "
-                    f"{protocol_hash}); choose another --output directory so that no finished work is lost"
-                )
+    def has_results(self) -> bool:
+        """Whether anything of value is here: a finished fold, or a checkpoint of one in progress."""
+        if self.completed():
             return True
-        if any(self.path.iterdir()):
-            raise CytocompareError(f"{self.path} is not empty and is not a cytocompare run directory")
-        return False
+        ckpt = self.path / "checkpoints"
+        return ckpt.is_dir() and any(p.is_file() for p in ckpt.rglob("*"))
+
+    def read_protocol(self) -> dict[str, Any] | None:
+        """``protocol.yaml`` as a dict, or None when it is missing or unreadable."""
+        import yaml
+
+        try:
+            data = yaml.safe_load((self.path / "protocol.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def claim(self, protocol_hash: str,
+              changed_keys: Callable[[dict[str, Any] | None], list[str]] | None = None) -> Claim:
+        """Decide, reading only, how a run of the protocol with this digest may use the directory.
+
+        * missing or empty (the lock and temporary files aside): ``"new"``;
+        * holding only :data:`EARLY_FILES`, or a ``run.json`` but no result (no finished fold, no
+          checkpoint): ``"restart"`` -- an earlier start that failed or was interrupted, whatever
+          its protocol; nothing of value is lost by starting afresh;
+        * a run with results of the same protocol: ``"resume"``; of another protocol: refused,
+          naming the keys that changed (``changed_keys(stored protocol.yaml)``; a digest that differs
+          while no result-relevant key does, as after an upgrade of the digest, resumes too);
+        * anything else: refused ("not a cytocompare run directory").
+        """
+        if not self.path.exists():
+            return Claim("new")
+        if not self.path.is_dir():
+            raise CytocompareError(f"{self.path} is a file, not a folder; choose another --output directory")
+        entries = sorted(p.name for p in self.path.iterdir() if not is_scratch_name(p.name))
+        if not entries:
+            return Claim("new")
+        if not (self.path / "run.json").is_file():
+            foreign = [n for n in entries if n not in EARLY_FILES]
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise CytocompareError(f"{self.path} is not empty and is not a cytocompare run directory "
+                                       f"(it holds {shown}); choose another --output directory")
+            return Claim("restart", "it holds only the files of an earlier start that stopped before any fold")
+        try:
+            info = self.info
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CytocompareError(f"{self.path / 'run.json'} cannot be read ({exc}); it is not a run "
+                                   "cytocompare can resume: choose another --output directory") from None
+        if not self.has_results():
+            return Claim("restart", f"the earlier run (status {info.get('status', '?')}) left no finished fold")
+        if info.get("protocol_hash") == protocol_hash:
+            return Claim("resume")
+        changed = changed_keys(self.read_protocol()) if changed_keys is not None else ["(unknown)"]
+        if not changed:
+            return Claim("resume", "no result-relevant key of the protocol changed")
+        shown = "; ".join(changed[:10]) + (f"; and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise CytocompareError(
+            f"{self.path} holds a run of a different protocol (hash {info.get('protocol_hash')}, now "
+            f"{protocol_hash}); changed: {shown}. Change them back to resume, or choose another "
+            "--output directory so that no finished work is lost"
+        )
+
+    def clear_early_files(self) -> None:
+        """Remove what an earlier start left (:data:`EARLY_FILES`), before starting afresh."""
+        for name in sorted(EARLY_FILES):
+            (self.path / name).unlink(missing_ok=True)
+
+    def write_error_log(self, text: str) -> Path:
+        """``error.log``: the full traceback of an unexpected error."""
+        return self.write_text("error.log", text)
+
+    def record_stop(self, status: RunStatus, error: dict[str, Any], *, protocol_name: str,
+                    protocol_hash: str) -> Path:
+        """Mark run.json ``failed`` or ``interrupted`` with the cause (``error``) and the protocol of
+        the run that stopped, keeping every other key; a run that failed before its first
+        ``run.json`` gets a minimal one."""
+        try:
+            record = self.info
+        except ValueError:  # an unreadable run.json: replaced by the record of this stop
+            record = {}
+        record["protocol_name"] = protocol_name
+        record["protocol_hash"] = protocol_hash
+        record.setdefault("started", utc_now())
+        record["status"] = status
+        record["error"] = dict(error) | {"at": utc_now()}
+        return self.write_json("run.json", record)
 
     def write_protocol(self, resolved: dict[str, Any]) -> Path:
         """``protocol.yaml``: the resolved protocol (every default filled in), keys in model order."""
@@ -377,9 +507,20 @@ class RunDir:
         return [
             self.write_csv(f"{prefix}dataset.csv", ["index", "path", "label", "sha256"], rows,
                            lineterminator=_CSV_DEFAULT_EOL),
-            self.write_csv(f"{prefix}skipped.csv", ["path", "cause"], ([f.path, f.cause] for f in loaded.skipped),
-                           lineterminator=_CSV_DEFAULT_EOL),
+            self.write_skipped(loaded.skipped, prefix),
         ]
+
+    def write_skipped(self, skipped: Iterable[Any], prefix: str = "") -> Path:
+        """``<prefix>skipped.csv`` alone (``path,cause``): also written when a run stops on bad
+        files (``on_bad_file: stop``), so that every one of them is named."""
+        return self.write_csv(f"{prefix}skipped.csv", ["path", "cause"], ([f.path, f.cause] for f in skipped),
+                              lineterminator=_CSV_DEFAULT_EOL)
+
+    def write_near_duplicates(self, header: list[str], rows: Iterable[Sequence[Any]], prefix: str = "") -> Path:
+        """``near_duplicates.csv``: the groups of near-identical images that the split plan kept
+        together (one row per image; only the header when there is none); ``test_near_duplicates.csv``:
+        near-identical pairs of a training and an external test image."""
+        return self.write_csv(f"{prefix}near_duplicates.csv", header, rows)
 
     # ------------------------------------------------------------------ the split plan
     def has_split_plan(self) -> bool:
@@ -415,7 +556,7 @@ class RunDir:
 
         ``methods`` is merged with those recorded before, so that a later ``--only`` run does not
         hide methods run before it; ``started`` is kept from the first write; ``finished`` is
-        stamped when ``info.status`` is "finished".
+        stamped when ``info.status`` is "finished"; the ``error`` of an earlier stop is replaced.
         """
         record = self.info
         fields = asdict(info)

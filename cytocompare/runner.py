@@ -9,16 +9,24 @@ the optional capabilities (:class:`~cytocompare.protocols.Checkpointing`,
 :class:`~cytocompare.protocols.WritesArtifacts`, :class:`~cytocompare.protocols.ReportsFit`) and
 the injection rule of :func:`protocol_defaults`. Every file it writes goes through
 :class:`~cytocompare.rundir.RunDir`.
+
+A run has two phases (:meth:`Runner.run`). First every check, in memory, with the run
+directory locked and nothing in it written: the protocol against the registry, how the directory
+may be used (:meth:`RunDir.claim <cytocompare.rundir.RunDir.claim>`), the feature cache, the data
+and its labels, the split plan (a resumed run must find the same one). Only then the writes and
+the work. A run that stops records why in ``run.json`` (``failed`` or ``interrupted``) where
+that loses nothing: never in a finished run whose resume was refused.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +39,14 @@ from cytocompare.base import clone
 from cytocompare.classes import ClassScheme, load_scheme
 from cytocompare.config import ComponentRef, MethodSpec, Protocol, check_against_registry
 from cytocompare.datasets import resolve_data_path
-from cytocompare.errors import CytocompareError, ProtocolError
+from cytocompare.errors import CytocompareError, DataError, OutputError, ProtocolError
 from cytocompare.images import ImageSet
+from cytocompare.locking import DirectoryLock
 from cytocompare.pipeline import Pipeline
 from cytocompare.plugins import get_plugin_manager, get_registry, plugin_distributions
 from cytocompare.protocols import Checkpointing, ReportsFit, WritesArtifacts
-from cytocompare.registry import Kind, Registry
-from cytocompare.rundir import RunDir, RunInfo, utc_now
+from cytocompare.registry import Kind, Registry, protocol_defaults
+from cytocompare.rundir import Claim, RunDir, RunInfo, utc_now
 from cytocompare.splits import Fold, SplitPlan
 
 Log = Callable[[str], None]
@@ -85,24 +94,6 @@ def ordered_labels(present: set[str], scheme: ClassScheme) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def protocol_defaults(kind: Kind, params: dict[str, Any], factory: Any, *, seed: int,
-                      n_jobs: int) -> dict[str, Any]:
-    """The injection rule: a component whose constructor takes ``random_state`` gets the
-    protocol's ``seed``, and one that takes ``n_jobs`` the protocol's ``n_jobs``, unless the
-    protocol sets them for it.
-
-    A feature extractor keeps its own ``n_jobs``: the runner already spreads feature extraction
-    over the protocol's ``n_jobs`` through the feature cache (processes inside processes would
-    only compete for the same cores), and its parameters key the cache.
-    """
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    takes = inspect.signature(target).parameters
-    injected = {"random_state": seed, "n_jobs": n_jobs}
-    if kind == "feature_extractor":
-        del injected["n_jobs"]
-    return {k: v for k, v in injected.items() if k in takes and k not in params} | dict(params)
-
-
 def build_method(method: MethodSpec, registry: Registry, seed: int, n_jobs: int = 1) -> Pipeline:
     """Instantiate a method's components as a :class:`Pipeline`.
 
@@ -144,6 +135,8 @@ class RunData:
 
     train: ImageSet
     test: ImageSet | None  # the external test set, when a method needs it
+    #: file prefix ("" or "test_") -> the loaded data set, written once every check has passed
+    loaded: dict[str, Any] = field(default_factory=dict)
 
     def test_set(self, task: FoldTask) -> ImageSet:
         """The images a fold is tested on (its test indices point into this set)."""
@@ -197,21 +190,54 @@ class Runner:
         self.log = log
         self.only = only
         self.scheme = load_scheme(self.protocol.class_scheme)
+        #: whether a stop may be recorded in the run directory (decided by its claim, in run)
+        self._may_record = False
 
     # ------------------------------------------------------------------ public
     def run(self) -> RunResult:
-        """Check the protocol against the registry (the one check), then run every fold not yet
-        done, evaluate and report."""
+        """Check everything, then run every fold not yet done, evaluate and report.
+
+        1. the protocol against the registry (the one check; nothing on disk is touched);
+        2. the run directory locked for the whole run (a second process gets the lock error);
+        3. every other check, in memory: how the directory may be used, the feature cache, the
+           data and its labels, the split plan against the stored one;
+        4. only then the writes: protocol, plugins, data set and split files, ``run.json``, folds,
+           metrics and reports.
+
+        A failure or Ctrl-C after 2. is recorded in ``run.json`` (``failed`` / ``interrupted``, with
+        the cause; an unexpected error's traceback in ``error.log``) unless that would touch a run
+        with results whose resume was refused; the exception is re-raised.
+        """
         methods, skipped = self._methods_to_run()
         rd = RunDir(self.run_dir)
-        self._prepare_dir(rd)
+        lock = self._lock(rd)
+        self._may_record = False  # may a stop be recorded in the directory? (decided by the claim)
+        try:
+            return self._run_locked(rd, methods, skipped)
+        except BaseException as exc:
+            self._record_stop(rd, exc)
+            raise
+        finally:
+            lock.release()
+
+    def _run_locked(self, rd: RunDir, methods: dict[str, MethodSpec], skipped: list[str]) -> RunResult:
         t0 = time.perf_counter()
+        # -- every check, in memory: nothing in the directory is written before they all pass
+        claim = rd.claim(self.protocol.digest(), self._changed_keys)
+        self._may_record = not claim.resume  # a directory without results loses nothing by it
+        cache = self._cache() if any(m.features is not None for m in methods.values()) else None
         data = self._load_data(rd)
-        plan = self._split_plan(rd, data)
+        self._check_labels(data)
+        plan = self._split_plan(data)
+        if claim.resume:
+            self._check_same_plan(rd, plan)
         dropped = {e.label for e in plan.excluded if e.policy == "drop"}
         labels = ordered_labels(set(data.train.labels.tolist()) - dropped, self.scheme)
+        # -- every check passed: write
+        self._may_record = True
+        self._start(rd, claim, data, plan)
         self._write_run_info(rd, data.train, labels, methods, status="running")
-        done, resumed = self._run_methods(rd, methods, plan, data)
+        done, resumed = self._run_methods(rd, methods, plan, data, cache)
         self.log(f"all folds finished in {time.perf_counter() - t0:.1f} s; evaluating")
         # every fold is done: record it before the reports, so that index.html says so
         self._write_run_info(rd, data.train, labels, methods, status="finished")
@@ -233,11 +259,76 @@ class Runner:
             methods = {k: v for k, v in methods.items() if k in self.only}
         return methods, skipped
 
-    def _prepare_dir(self, rd: RunDir) -> None:
-        if rd.start(self.protocol.digest()):
-            self.log(f"resuming the run in {self.run_dir}")
+    def _lock(self, rd: RunDir) -> DirectoryLock:
+        """The run directory's lock, taken (creating the folder) before anything is read in it."""
+        lock = DirectoryLock(rd.path, what="run directory")
+        try:
+            return lock.acquire()
+        except OSError as exc:
+            raise OutputError(f"cannot write the run directory {exc.filename or rd.path}: "
+                              f"{exc.strerror or exc}; choose a folder you can write with --output") from None
+
+    def _changed_keys(self, stored: dict[str, Any] | None) -> list[str]:
+        """The result-relevant keys in which the stored protocol.yaml differs from this protocol."""
+        from cytocompare import config
+
+        changes = getattr(config, "protocol_changes", None)
+        if changes is not None:
+            return list(changes(stored, self.protocol))
+        if stored is None:  # pragma: no cover - the fallback, while config has no protocol_changes
+            return ["protocol.yaml: (missing or unreadable)"]
+        return protocol_changes_fallback(stored, self.protocol.model_dump(mode="json"))
+
+    def _start(self, rd: RunDir, claim: Claim, data: RunData, plan: SplitPlan) -> None:
+        """The writes of a run's start, once every check has passed."""
+        if claim.resume:
+            self.log(f"resuming the run in {self.run_dir}" + (f" ({claim.why})" if claim.why else ""))
+        elif claim.mode == "restart":
+            self.log(f"starting afresh in {self.run_dir}: {claim.why}")
+            rd.clear_early_files()
         rd.write_protocol(self.protocol.model_dump(mode="json"))
         rd.write_plugins(self._plugins_info())
+        for prefix, loaded in data.loaded.items():
+            rd.write_dataset(loaded, prefix)
+        rd.write_split_plan(plan, data.train.paths, data.train.labels)
+        if plan.near_duplicates is not None:
+            rd.write_near_duplicates(*plan.near_duplicate_table())
+            if data.test is not None:
+                rd.write_near_duplicates(*plan.external_near_duplicate_table(data.train.paths, data.test.paths),
+                                         prefix="test_")
+
+    def _record_stop(self, rd: RunDir, exc: BaseException) -> None:
+        """run.json says why the run stopped (and error.log holds an unexpected error's traceback);
+        the exception learns where that traceback is (``exc.traceback_file``)."""
+        if isinstance(exc, KeyboardInterrupt):
+            status, error = "interrupted", {"type": "KeyboardInterrupt",
+                                            "message": "interrupted; rerunning the same command resumes"}
+        elif isinstance(exc, Exception):
+            status, error = "failed", {"type": type(exc).__name__, "message": describe_error(exc)}
+        else:  # SystemExit, GeneratorExit: not a failure of the run
+            return
+        error["traceback"] = None
+        if is_unexpected(exc):
+            text = "".join(traceback.format_exception(exc))
+            path = None
+            if self._may_record:
+                try:
+                    path = rd.write_error_log(text)
+                except OSError:
+                    path = None
+            if path is None:
+                path = write_traceback_elsewhere(text)
+            error["traceback"] = None if path is None else str(path)
+            try:
+                exc.traceback_file = None if path is None else str(path)  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - an exception type with __slots__
+                pass
+        if not self._may_record:
+            return
+        try:
+            rd.record_stop(status, error, protocol_name=self.protocol.name, protocol_hash=self.protocol.digest())  # type: ignore[arg-type]
+        except OSError as write_error:
+            self.log(f"(could not record the {status} run in {self.run_dir / 'run.json'}: {write_error})")
 
     def _plugins_info(self) -> dict[str, Any]:
         dists = plugin_distributions(get_plugin_manager())
@@ -257,24 +348,22 @@ class Runner:
         return any(self.protocol.splits[s].kind == "external" for s in method.splits)
 
     def _load_data(self, rd: RunDir) -> RunData:
-        train = self._load_set(rd, self.protocol.data, "training", prefix="")
-        test = None
+        """Both data sets, read and checked; nothing is written (see :meth:`_start`)."""
+        loaded = {"": self._load_set(rd, self.protocol.data, "training", prefix="")}
+        train, test = loaded[""].images, None
         if self.protocol.test_data is not None and any(map(self._uses_external, self.protocol.methods.values())):
-            test = self._load_set(rd, self.protocol.test_data, "test", prefix="test_")
+            loaded["test_"] = self._load_set(rd, self.protocol.test_data, "test", prefix="test_")
+            test = loaded["test_"].images
             if self.protocol.test_data.colour_normalize == "reinhard":
                 test.colour_map = self._colour_map(train, test)
-        return RunData(train, test)
+        return RunData(train, test, loaded)
 
-    def _load_set(self, rd: RunDir, spec: Any, what: str, prefix: str) -> ImageSet:
-        from cytocompare.datasets import load_dataset
-
+    def _load_set(self, rd: RunDir, spec: Any, what: str, prefix: str) -> Any:
         self.log(f"[data] reading {what} set {spec.path}")
-        loaded = load_dataset(
-            spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
-            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
-            on_bad_file=spec.on_bad_file, n_jobs=self.protocol.n_jobs,
-            progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files"),
-        )
+        try:
+            loaded = self._read_set(spec, spec.on_bad_file)
+        except DataError as exc:
+            raise self._stopped_on_bad_files(rd, exc, spec, prefix) from None
         for w in loaded.warnings:
             self.log(f"[data]   warning: {w}")
         if loaded.skipped:
@@ -282,8 +371,48 @@ class Runner:
                      f"each is listed with its cause in {prefix}skipped.csv")
         self.log(f"[data]   {len(loaded.images)} images, classes: "
                  + ", ".join(f"{c} {n}" for c, n in sorted(loaded.class_counts.items())))
-        rd.write_dataset(loaded, prefix)
-        return loaded.images
+        return loaded
+
+    def _read_set(self, spec: Any, on_bad_file: str) -> Any:
+        from cytocompare.datasets import load_dataset
+
+        return load_dataset(
+            spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
+            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
+            on_bad_file=on_bad_file, n_jobs=self.protocol.n_jobs, allow_outside_paths=spec.allow_outside_paths,
+            perceptual_hashes=self.protocol.near_duplicates.threshold is not None,
+            progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files"),
+        )
+
+    def _stopped_on_bad_files(self, rd: RunDir, exc: DataError, spec: Any, prefix: str) -> DataError:
+        """Stop mode (``on_bad_file: stop``, :class:`cytocompare.datasets.BadFilesError`) names a
+        few bad files: write every file left out to ``<prefix>skipped.csv`` where that loses nothing
+        (a directory without results), else name every bad file in the message and leave the run
+        as it was. Any other DataError is returned as it is."""
+        skipped = getattr(exc, "skipped", None)
+        if not skipped:
+            return exc
+        if self._may_record:
+            try:
+                path = rd.write_skipped(skipped, prefix)
+            except OSError:
+                path = None
+            if path is not None:
+                return DataError(f"{exc}\nall {len(skipped)} file(s) left out are listed with their cause in {path}")
+        bad = getattr(exc, "bad", None) or skipped
+        listed = "\n".join(f"  {f.path}: {f.cause}" for f in bad)
+        return DataError(
+            f"{len(bad)} bad image file(s) in {spec.path} (on_bad_file: stop):\n{listed}\n"
+            f"fix or remove them, or set on_bad_file: skip to leave them out; the run in {self.run_dir} "
+            "was left as it was")
+
+    def _check_labels(self, data: RunData) -> None:
+        """Every label a data set was loaded with is a code of the class scheme (issue 8.2)."""
+        from cytocompare.classes import check_labels
+
+        for prefix, loaded in data.loaded.items():
+            key = "test_data" if prefix else "data"
+            check_labels(loaded.class_counts, self.scheme, f"{self.origin}: {key}")
 
     def _colour_map(self, train: ImageSet, test: ImageSet) -> Any:
         """Dataset-level Reinhard map of the external set onto the training set's colours."""
@@ -296,7 +425,8 @@ class Runner:
                  f"{tuple(round(v, 1) for v in source.std)} -> {tuple(round(v, 1) for v in target.std)}")
         return ColourMap(source, target)
 
-    def _split_plan(self, rd: RunDir, data: RunData) -> SplitPlan:
+    def _split_plan(self, data: RunData) -> SplitPlan:
+        """The split plan, computed in memory (written by :meth:`_start`)."""
         from cytocompare.splits import make_plan
 
         train, test = data.train, data.test
@@ -305,17 +435,15 @@ class Runner:
             small_classes=self.protocol.small_classes, paths=train.paths,
             external_labels=None if test is None else test.labels,
             external_sha256=None if test is None else test.sha256,
+            near_duplicate_hashes=data.loaded[""].perceptual_hashes,
+            near_duplicate_threshold=self.protocol.near_duplicates.threshold,
+            external_near_duplicate_hashes=None if test is None else data.loaded["test_"].perceptual_hashes,
+            external_paths=None if test is None else test.paths,
+            n_jobs=self.protocol.n_jobs,
         )
-        if rd.has_split_plan():
-            # a resumed run must see the very same images and assignments
-            previous = rd.read_split_plan()
-            if previous.hash != plan.hash:
-                raise CytocompareError(
-                    f"the data changed since this run started: split plan {previous.hash[:12]} in "
-                    f"{self.run_dir / 'splits.json'}, now {plan.hash[:12]}; use a new --output directory so "
-                    "that no finished work is lost"
-                )
-        rd.write_split_plan(plan, train.paths, train.labels)
+        if plan.near_duplicates is not None:
+            self.log(f"[splits] near-duplicates (threshold {self.protocol.near_duplicates.threshold}): "
+                     f"{plan.near_duplicates.summary()}")
         for excluded in plan.excluded:
             self.log(f"[splits] {excluded.describe()}")
         for warning in plan.warnings:
@@ -324,14 +452,26 @@ class Runner:
             f"{n} ({len(plan.folds(n))} fold{'s' if len(plan.folds(n)) > 1 else ''})" for n in plan.split_names))
         return plan
 
+    def _check_same_plan(self, rd: RunDir, plan: SplitPlan) -> None:
+        """A resumed run must see the very same images and assignments."""
+        if not rd.has_split_plan():
+            return
+        previous = rd.read_split_plan()
+        if previous.hash != plan.hash:
+            raise CytocompareError(
+                f"the data changed since this run started: split plan {previous.hash[:12]} in "
+                f"{self.run_dir / 'splits.json'}, now {plan.hash[:12]}; nothing in {self.run_dir} was changed; "
+                "use a new --output directory so that no finished work is lost"
+            )
+
     def _run_methods(self, rd: RunDir, methods: dict[str, MethodSpec], plan: SplitPlan,
-                     data: RunData) -> tuple[int, int]:
+                     data: RunData, cache: Any = None) -> tuple[int, int]:
         """Run every fold not yet done; (folds run, folds resumed)."""
-        cache = None
         done = resumed = 0
         for mname, method in methods.items():
             pipeline = build_method(method, self.registry, self.protocol.seed, self.protocol.n_jobs)
             features: dict[str, np.ndarray] = {}
+            failures: dict[str, Any] = {}  # image set -> FeatureFailures (cytocompare.feature_failures)
             for split in method.splits:
                 folds = plan.folds(split)
                 for k, fold in enumerate(folds):
@@ -341,23 +481,43 @@ class Runner:
                         self.log(f"{task.tag} already done, resumed")
                         continue
                     if pipeline.features is not None and not features:
-                        cache = cache or self._cache()
-                        features = self._features(cache, pipeline, data, method, task.tag)
+                        features, failures = self._features(cache or self._cache(), rd, pipeline, data, mname,
+                                                            method, task.tag)
+                    if failures:
+                        task = self._without_failed_cells(task, failures)
                     self._run_fold(rd, task, pipeline, data, features)
                     done += 1
         return done, resumed
 
     def _cache(self) -> Any:
+        """The feature cache, its folder checked writable (before any work)."""
         from cytocompare.feature_cache import FeatureCache
 
         root = default_cache_dir(self.protocol)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the feature cache {exc.filename or root}: {exc.strerror or exc}; set cache_dir in "
+                "the protocol or $CYTOCOMPARE_CACHE to a folder you can write") from None
         self.log(f"[features] cache {root}")
         return FeatureCache(root)
 
-    def _features(self, cache: Any, pipeline: Pipeline, data: RunData, method: MethodSpec,
-                  tag: str) -> dict[str, np.ndarray]:
+    def _features(self, cache: Any, rd: RunDir, pipeline: Pipeline, data: RunData, mname: str,
+                  method: MethodSpec, tag: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """A method's features of every image it will see: the training set, and the external
-        test set when one of its splits is external (computed once, cached by content)."""
+        test set when one of its splits is external (computed once, cached by content); and the
+        cells whose features failed, per image set, with the method's ``on_feature_failure``
+        applied (recorded in ``feature_failures.csv``; ``stop`` raises after recording them)."""
+        from cytocompare.feature_failures import (
+            FeatureFailureError,
+            apply_feature_failures,
+            record_feature_failures,
+        )
+
         extractor = clone(pipeline.features).fit(data.train)
         sets = {"train": data.train}
         if data.test is not None and self._uses_external(method):
@@ -369,7 +529,28 @@ class Runner:
                                           f"{tag} features ({name}): {done}/{total} images")
             out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress)
             self.log(f"{tag} features ({name}): {out[name].shape[1]} per image, {time.perf_counter() - t:.1f} s")
-        return out
+        failures: dict[str, Any] = {}
+        for name, images in sets.items():
+            try:
+                failures[name] = apply_feature_failures(extractor, out[name], images, method.on_feature_failure,
+                                                        mname, set_name=name)
+            except FeatureFailureError as exc:
+                record_feature_failures(rd, mname, [*failures.values(), exc.failures])
+                self.log(f"{tag} {exc.failures.describe()}")
+                raise
+            self.log(f"{tag} {failures[name].describe()}")
+        record_feature_failures(rd, mname, list(failures.values()))
+        return out, failures
+
+    @staticmethod
+    def _without_failed_cells(task: FoldTask, failures: dict[str, Any]) -> FoldTask:
+        """The fold without the cells its method skips (``on_feature_failure: skip``)."""
+        from cytocompare.feature_failures import filter_fold
+
+        fold = filter_fold(task.fold, failures)
+        if fold is task.fold:
+            return task
+        return FoldTask(task.method_name, task.method, task.split, task.k, fold, task.tag)
 
     def _run_fold(self, rd: RunDir, task: FoldTask, pipeline: Pipeline, data: RunData,
                   features: dict[str, np.ndarray]) -> None:
@@ -504,12 +685,12 @@ class Runner:
         ))
 
     def _tolerated_pairs(self) -> list[tuple[str, str]]:
+        """The tolerated pairs, each sorted, in sorted order (the scheme's are a set)."""
         spec = self.protocol.tolerance.pairs
         if spec == "none":
             return []
-        if spec == "scheme":
-            return [tuple(sorted(p)) for p in self.scheme.tolerated_pairs]  # type: ignore[misc]
-        return [tuple(p) for p in spec]
+        pairs = self.scheme.tolerated_pairs if spec == "scheme" else spec
+        return sorted({tuple(sorted(p)) for p in pairs})  # type: ignore[misc]
 
 
 def _selected_names(model: Pipeline) -> list[str] | None:
@@ -521,3 +702,67 @@ def _selected_names(model: Pipeline) -> list[str] | None:
     if names is None:
         return [int(i) for i in idx]
     return [names[int(i)] for i in idx]
+
+
+#: protocol keys that change no result (the fallback of :func:`protocol_changes_fallback`)
+RESULT_NEUTRAL_KEYS = frozenset({"name", "description", "n_jobs", "reports", "cache_dir"})
+
+
+def protocol_changes_fallback(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two resolved protocols (as dicts), the
+    result-neutral top-level keys aside. Used until :mod:`cytocompare.config` has
+    ``protocol_changes``."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if not where and key in RESULT_NEUTRAL_KEYS:
+                    continue
+                walk(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+        elif _as_plain(a) != _as_plain(b):
+            out.append(where or "(whole protocol)")
+
+    walk(old, new, "")
+    return out
+
+
+def _as_plain(value: Any) -> Any:
+    """Tuples and lists compare alike (YAML has only lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_plain(v) for k, v in value.items()}
+    return value
+
+
+def is_unexpected(exc: BaseException) -> bool:
+    """An error the user cannot act on from its message alone: not one of cytocompare's own,
+    nor an OSError naming its file (permissions, a full disk), nor Ctrl-C."""
+    if isinstance(exc, (CytocompareError, KeyboardInterrupt)):
+        return False
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return False
+    return isinstance(exc, Exception)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line (or cytocompare's own message) saying what went wrong, for run.json and the CLI."""
+    if isinstance(exc, CytocompareError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        target = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{target}: {exc.strerror or exc}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def write_traceback_elsewhere(text: str) -> Path | None:
+    """A temporary file holding a traceback, when the run directory cannot take it."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="cytocompare-error-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return Path(path)
+    except OSError:
+        return None

@@ -4,6 +4,17 @@ Splits are made on *duplicate groups*: byte-identical files (same sha256) are on
 always on the same side of every split, so a model is never tested on an image it was trained
 on. Groups are stratified by label with scikit-learn, then expanded back to image indices.
 
+With a near-duplicate threshold (the protocol's ``near_duplicates.threshold``) and the images'
+perceptual hashes (:mod:`cytocompare.near_duplicates`, computed in the data check), images whose
+hashes are within the threshold are merged into one group too (a re-encoded or resized copy of a
+cell), with the same guarantee. Byte-identical files with different labels are an error; a
+near-duplicate group with different labels is a warning, and the group is stratified by its most
+common label (ties: the first in sorted order).
+
+The plan hash covers the near-duplicate threshold only when near-duplicates merged something
+(a group of more than one distinct file content): a plan in which they changed nothing hashes
+exactly as a plan made without them, so run directories of earlier versions keep resuming.
+
 Classes too small for a split (fewer unique images than folds, or fewer than 2 for a holdout)
 follow a policy: ``error`` (default), ``drop`` (left out of that split) or ``train_only``
 (always on the training side, never tested). Every exclusion is recorded in the plan.
@@ -18,12 +29,15 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_serializer
 
 from cytocompare.errors import SplitError
+
+if TYPE_CHECKING:  # the module is imported only when near-duplicates are asked for
+    from cytocompare.near_duplicates import NearDuplicateReport
 
 __all__ = [
     "ExcludedClass", "ExternalSpec", "Fold", "HoldoutSpec", "KFoldSpec", "SplitPlan", "SplitSpec", "as_split_spec",
@@ -172,6 +186,14 @@ class SplitPlan:
     warnings: list[str] = field(default_factory=list)
     external_labels: np.ndarray | None = None
     external_data_hash: str | None = None
+    #: set when near-duplicates merged distinct files: threshold, groups, images, mixed-label
+    #: groups (stored in ``splits.json``; the threshold is then part of the hash)
+    near_duplicate_info: dict[str, Any] | None = None
+    #: the near-duplicate groups found (not stored: a plan read back from files has None)
+    near_duplicates: NearDuplicateReport | None = None
+    #: (training index, external index, distance) of near-identical train/external pairs that are
+    #: not byte-identical (not stored)
+    external_near_duplicates: list[tuple[int, int, int]] = field(default_factory=list)
 
     # ---- access -------------------------------------------------------------------------
     @property
@@ -191,6 +213,8 @@ class SplitPlan:
         """sha256 over the seed, the specs, the data hash and every fold's assignment."""
         h = hashlib.sha256()
         h.update(f"v{_FORMAT_VERSION};seed={self.seed};data={self.data_hash};ext={self.external_data_hash}".encode())
+        if self.near_duplicate_info is not None:
+            h.update(f";near={int(self.near_duplicate_info['threshold'])}".encode())
         for name in self.split_names:
             h.update(f";{name}={json.dumps(_spec_record(self.specs[name]), sort_keys=True)}".encode())
             for k, fold in enumerate(self.folds_by_split[name]):
@@ -236,6 +260,22 @@ class SplitPlan:
         header = ["index", "path", "label", *self.column_names()]
         return header, [[i, paths[i], labels[i], *(c[i] for c in columns)] for i in range(n)]
 
+    def near_duplicate_table(self) -> tuple[list[str], list[list[Any]]]:
+        """The rows of ``near_duplicates.csv``: one per image in a group of more than one
+        (``group,path,label,nearest,distance``; byte-identical copies have distance 0). Only
+        header when none was found or no hashes were given."""
+        header = ["group", "path", "label", "nearest", "distance"]
+        if self.near_duplicates is None:
+            return header, []
+        return header, [[r[k] for k in header] for r in self.near_duplicates.rows()]
+
+    def external_near_duplicate_table(self, paths: Sequence[str] | np.ndarray,
+                                      external_paths: Sequence[str] | np.ndarray) -> tuple[list[str], list[list[Any]]]:
+        """The rows of ``test_near_duplicates.csv``: training image, external test image and their
+        distance, for every near-identical pair that is not byte-identical (header only if none)."""
+        header = ["path", "test_path", "distance"]
+        return header, [[paths[i], external_paths[j], d] for i, j, d in self.external_near_duplicates]
+
     def summary(self) -> dict[str, Any]:
         """The JSON-able description that is ``splits.json`` (:meth:`to_json_text`)."""
         splits: dict[str, Any] = {}
@@ -262,6 +302,7 @@ class SplitPlan:
             "splits": splits,
             "excluded": [asdict(e) | {"description": e.describe()} for e in self.excluded],
             "warnings": list(self.warnings),
+            **({} if self.near_duplicate_info is None else {"near_duplicates": dict(self.near_duplicate_info)}),
             "hash": self.hash,
         }
 
@@ -320,6 +361,7 @@ class SplitPlan:
             warnings=list(meta.get("warnings", [])),
             external_labels=ext,
             external_data_hash=meta.get("external_data_hash"),
+            near_duplicate_info=meta.get("near_duplicates"),
         )
         if plan.hash != meta["hash"]:
             raise SplitError(
@@ -356,6 +398,11 @@ def make_plan(
     paths: np.ndarray | Sequence[str] | None = None,
     external_labels: np.ndarray | Sequence[str] | None = None,
     external_sha256: np.ndarray | Sequence[str] | None = None,
+    near_duplicate_hashes: np.ndarray | None = None,
+    near_duplicate_threshold: int | None = None,
+    external_near_duplicate_hashes: np.ndarray | None = None,
+    external_paths: np.ndarray | Sequence[str] | None = None,
+    n_jobs: int = 1,
 ) -> SplitPlan:
     """Compute every split of a run once.
 
@@ -373,6 +420,19 @@ def make_plan(
         Used to name files in error messages (conflicting duplicates).
     external_labels, external_sha256 : arrays, optional
         The separate test set of an ``external`` split.
+    near_duplicate_hashes : (n, 2) uint64 array, optional
+        Perceptual hashes of the training images
+        (:attr:`cytocompare.datasets.LoadedDataset.perceptual_hashes`).
+    near_duplicate_threshold : int, optional
+        Hamming distance at or below which two images are one group (the protocol's
+        ``near_duplicates.threshold``). None: byte-identical files only.
+    external_near_duplicate_hashes : array, optional
+        Perceptual hashes of the external test set: training/test pairs within the threshold
+        that are not byte-identical are a warning (and :attr:`SplitPlan.external_near_duplicates`).
+    external_paths : array of str, optional
+        Names the external images in that warning.
+    n_jobs : int
+        Threads of the near-duplicate pair search.
 
     Returns
     -------
@@ -395,14 +455,29 @@ def make_plan(
     if paths is None:
         paths = [f"#{i}" for i in range(len(labels))]
     names = np.asarray(paths, dtype=object)
-    groups = _DuplicateGroups.build(labels, sha, names)
+    warnings: list[str] = []
+    report = None
+    if near_duplicate_threshold is not None:
+        if near_duplicate_hashes is None:
+            raise SplitError("a near-duplicate threshold was given without the images' perceptual hashes")
+        from cytocompare.near_duplicates import as_hashes, find_near_duplicates
+
+        h = as_hashes(near_duplicate_hashes)
+        if len(h) != len(labels):
+            raise SplitError(f"{len(labels)} labels but {len(h)} perceptual hashes")
+        report = find_near_duplicates(h, [str(x) for x in names], labels.tolist(),
+                                      threshold=int(near_duplicate_threshold), n_jobs=n_jobs)
+    groups = _DuplicateGroups.build(labels, sha, names, None if report is None else report.group_ids, warnings)
+    near_info = None
+    if report is not None and groups.n_merged:
+        near_info = {"threshold": int(near_duplicate_threshold), "groups": groups.n_merged,
+                     "images": groups.n_in_merged, "mixed_label_groups": groups.n_mixed}
 
     specs = {name: as_split_spec(s) for name, s in splits.items()}
     if not specs:
         raise SplitError("no splits were asked for")
     ext_labels = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
     excluded: list[ExcludedClass] = []
-    warnings: list[str] = []
     folds_by_split: dict[str, list[Fold]] = {}
     for name, spec in specs.items():
         small = _small_classes(name, spec, groups, small_classes, excluded)
@@ -414,6 +489,13 @@ def make_plan(
             folds_by_split[name] = _kfold_folds(name, spec, groups, small, seed)
     if ext_labels is not None and external_sha256 is not None:
         _warn_external_overlap(sha, np.asarray(external_sha256).astype(str), warnings)
+    ext_near: list[tuple[int, int, int]] = []
+    if (ext_labels is not None and near_duplicate_threshold is not None
+            and external_near_duplicate_hashes is not None):
+        ext_near = _warn_external_near(
+            near_duplicate_hashes, external_near_duplicate_hashes, int(near_duplicate_threshold), sha,
+            None if external_sha256 is None else np.asarray(external_sha256).astype(str), names,
+            external_paths, n_jobs, warnings)
     ext_hash = None
     if ext_labels is not None:
         ext_sha = external_sha256 if external_sha256 is not None else ext_labels
@@ -428,6 +510,9 @@ def make_plan(
         warnings=warnings,
         external_labels=ext_labels,
         external_data_hash=ext_hash,
+        near_duplicate_info=near_info,
+        near_duplicates=report,
+        external_near_duplicates=ext_near,
     )
 
 
@@ -437,9 +522,13 @@ class _DuplicateGroups:
 
     of_image: np.ndarray  # (n,) group id per image
     labels: np.ndarray  # (g,) label per group
+    n_merged: int = 0  # groups holding more than one distinct content (near-duplicates)
+    n_in_merged: int = 0  # images in those groups
+    n_mixed: int = 0  # of them, groups whose images carry different labels
 
     @classmethod
-    def build(cls, labels: np.ndarray, sha: np.ndarray, names: np.ndarray) -> _DuplicateGroups:
+    def build(cls, labels: np.ndarray, sha: np.ndarray, names: np.ndarray,
+              near_ids: np.ndarray | None = None, warnings: list[str] | None = None) -> _DuplicateGroups:
         # np.unique sorts, so group ids do not depend on the order of first appearance
         _, of_image = np.unique(sha, return_inverse=True)
         of_image = of_image.ravel()
@@ -449,7 +538,58 @@ class _DuplicateGroups:
         conflicts = np.flatnonzero(group_labels[of_image] != labels)
         if len(conflicts):
             cls._raise_conflict(of_image, labels, names, conflicts)
-        return cls(of_image, group_labels.astype(str))
+        if near_ids is None:
+            return cls(of_image, group_labels.astype(str))
+        return cls._merge_near(of_image, labels, names, np.asarray(near_ids).ravel(), n_groups,
+                               group_labels.astype(str), warnings if warnings is not None else [])
+
+    @classmethod
+    def _merge_near(cls, of_image: np.ndarray, labels: np.ndarray, names: np.ndarray, near_ids: np.ndarray,
+                    n_groups: int, byte_labels: np.ndarray, warnings: list[str]) -> _DuplicateGroups:
+        """Merge the byte groups linked by near-duplicate groups. Merged groups are numbered by
+        their smallest byte group, so without a merge the groups (and the plan) are unchanged."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        # link every image's byte group to the byte group of the first image of its near group
+        _, first = np.unique(near_ids, return_index=True)
+        anchor = of_image[first][np.searchsorted(np.unique(near_ids), near_ids)]
+        graph = coo_matrix((np.ones(len(of_image), np.int8), (of_image, anchor)), shape=(n_groups, n_groups))
+        _, comp = connected_components(graph, directed=False)
+        smallest = np.full(int(comp.max()) + 1, n_groups, dtype=np.int64)
+        np.minimum.at(smallest, comp, np.arange(n_groups))
+        rank = np.empty(len(smallest), np.int64)
+        rank[np.argsort(smallest, kind="stable")] = np.arange(len(smallest))
+        merged_of_byte = rank[comp]
+        n_merged_groups = len(smallest)
+        if n_merged_groups == n_groups:
+            return cls(of_image, byte_labels)
+        new_of_image = merged_of_byte[of_image]
+        group_labels = np.empty(n_merged_groups, dtype=object)
+        group_labels[merged_of_byte] = byte_labels  # a mixed group's label is settled below
+        sizes = np.bincount(merged_of_byte, minlength=n_merged_groups)
+        merged = np.flatnonzero(sizes > 1)  # merged groups of more than one distinct content
+        mixed: list[tuple[int, Counter[str]]] = []
+        n_in = 0
+        for g in merged:
+            members = np.flatnonzero(new_of_image == g)
+            n_in += len(members)
+            counts = Counter(labels[members].tolist())
+            if len(counts) > 1:
+                # the most common label; ties broken by the label, so the plan is deterministic
+                group_labels[g] = min(counts, key=lambda c: (-counts[c], c))
+                mixed.append((int(g), counts))
+        if mixed:
+            lines = []
+            for g, counts in mixed[:5]:
+                members = np.flatnonzero(new_of_image == g)
+                lines.append(", ".join(f"{names[i]} ({labels[i]})" for i in members[:6])
+                             + (f", ... ({len(members)} images)" if len(members) > 6 else ""))
+            more = f"; ... and {len(mixed) - 5} more group(s)" if len(mixed) > 5 else ""
+            warnings.append(
+                f"{len(mixed)} near-duplicate group(s) carry different labels (each is split as one group, "
+                "stratified by its most common label): " + "; ".join(lines) + more)
+        return cls(new_of_image, group_labels.astype(str), len(merged), n_in, len(mixed))
 
     @staticmethod
     def _raise_conflict(of_image: np.ndarray, labels: np.ndarray, names: np.ndarray, conflicts: np.ndarray) -> None:
@@ -552,6 +692,29 @@ def _warn_external_overlap(sha: np.ndarray, ext_sha: np.ndarray, warnings: list[
     shared = np.intersect1d(sha, ext_sha)
     if len(shared):
         warnings.append(f"{len(shared)} image(s) of the external test set are byte-identical to training images")
+
+
+def _warn_external_near(
+    hashes: Any, ext_hashes: Any, threshold: int, sha: np.ndarray, ext_sha: np.ndarray | None,
+    names: np.ndarray, ext_paths: Any, n_jobs: int, warnings: list[str],
+) -> list[tuple[int, int, int]]:
+    """Train/external pairs within ``threshold`` that are not byte-identical (those have their
+    own warning): a warning naming a few, and the pairs."""
+    from cytocompare.near_duplicates import near_duplicate_pairs
+
+    i, j, d = near_duplicate_pairs(hashes, threshold, other=ext_hashes, n_jobs=n_jobs)
+    if ext_sha is not None and len(i):
+        keep = sha[i] != ext_sha[j]
+        i, j, d = i[keep], j[keep], d[keep]
+    if not len(i):
+        return []
+    ext_names = (np.asarray(ext_paths, dtype=object) if ext_paths is not None
+                 else np.asarray([f"test #{k}" for k in range(int(j.max()) + 1)], dtype=object))
+    examples = ", ".join(f"{ext_names[b]} ~ {names[a]} (distance {c})" for a, b, c in list(zip(i, j, d))[:3])
+    warnings.append(
+        f"{len(np.unique(j))} image(s) of the external test set are near-duplicates of training images "
+        f"(perceptual hash distance <= {threshold}, not byte-identical), e.g. {examples}")
+    return [(int(a), int(b), int(c)) for a, b, c in zip(i, j, d)]
 
 
 def _counts(labels: np.ndarray) -> dict[str, int]:

@@ -1,8 +1,11 @@
 """Paired statistics between methods evaluated on the identical split (pure maths, no files).
 
-Every method of a run is tested on exactly the same images (same split plan), so comparisons
-can be *paired*: per image (McNemar's test, paired bootstrap) and per fold (paired t-test,
-Wilcoxon signed-rank test). See docs/metrics.md. Reading the predictions of a run directory is
+Every method of a run is tested on the images of the same split plan, so comparisons can be
+*paired*: per image (McNemar's test, paired bootstrap) and per fold (paired t-test, Wilcoxon
+signed-rank test). Only the images *both* methods were tested on are paired: a method may have
+left some out (``on_feature_failure: skip``, a fold not yet run), and every row says how many
+images each method was tested on alone (``n_only_a``, ``n_only_b``), which the comparison
+ignores. See docs/metrics.md. Reading the predictions of a run directory is
 :func:`cytocompare.evaluation.paired_comparisons`'s job.
 """
 
@@ -197,7 +200,7 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 #: columns of metrics/paired_<split>.csv
 PAIRED_COLUMNS = [
-    "method_a", "method_b", "n_images", "n_folds",
+    "method_a", "method_b", "n_images", "n_only_a", "n_only_b", "n_folds",
     "balanced_accuracy_a", "balanced_accuracy_b", "diff", "ci_low", "ci_high",
     "mcnemar_b", "mcnemar_c", "mcnemar_p", "mcnemar_p_holm",
     "fold_mean_diff", "fold_sd_diff", "ttest_p", "ttest_p_holm", "wilcoxon_p",
@@ -225,11 +228,13 @@ def compare_methods(
     """Compare every pair of methods on the images both predicted.
 
     Rows are aligned by image index; methods without predictions are left out and pairs follow
-    the order of ``methods``. Per pair: balanced accuracy of each, their difference with a
-    paired bootstrap CI (:func:`bootstrap_ci`), McNemar's test on per-image correctness, and
-    paired fold-wise tests of per-fold balanced accuracy (:func:`paired_fold_test`). Holm's
-    correction is applied across pairs (``*_holm`` columns). Strict, or tolerant with
-    ``tolerance``.
+    the order of ``methods``. ``n_images`` counts the images both were tested on (everything
+    below is computed on those alone), ``n_only_a`` / ``n_only_b`` the images only a / only b was
+    tested on (e.g. cells one method skipped because its features failed). Per pair: balanced
+    accuracy of each, their difference with a paired bootstrap CI (:func:`bootstrap_ci`),
+    McNemar's test on per-image correctness, and paired fold-wise tests of per-fold balanced
+    accuracy (:func:`paired_fold_test`). Holm's correction is applied across pairs (``*_holm``
+    columns). Strict, or tolerant with ``tolerance``.
 
     Returns
     -------
@@ -269,7 +274,9 @@ def compare_methods(
                 sb.append(balanced_accuracy(truth[sel], pb[sel], tolerance))
         ft = paired_fold_test(sa, sb)
         rows.append({
-            "method_a": ma, "method_b": mb, "n_images": len(common), "n_folds": len(sa),
+            "method_a": ma, "method_b": mb, "n_images": len(common),
+            "n_only_a": len(rows_of[ma]) - len(common), "n_only_b": len(rows_of[mb]) - len(common),
+            "n_folds": len(sa),
             "balanced_accuracy_a": balanced_accuracy(truth, pa, tolerance),
             "balanced_accuracy_b": balanced_accuracy(truth, pb, tolerance),
             "diff": boot.diff, "ci_low": boot.low, "ci_high": boot.high,

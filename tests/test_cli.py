@@ -52,3 +52,11 @@ def test_validate_notes_a_missing_data_folder(tmp_path):
     r = run("validate", str(protocol))
     assert r.exit_code == 0
     assert "does not exist here" in r.output and "--data" in r.output
+
+
+def test_report_refuses_a_run_directory_a_run_is_writing(tmp_path):
+    from cytocompare.locking import DirectoryLock
+
+    with DirectoryLock(tmp_path, what="run directory"):
+        r = run("report", str(tmp_path))
+    assert r.exit_code == 2 and "is in use" in r.output and "Traceback" not in r.output

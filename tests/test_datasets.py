@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cytocompare.datasets import (
+    BadFilesError,
     LoadedDataset,
     SkippedFile,
     bundled_sample_path,
@@ -262,3 +263,122 @@ def test_pbc_real_label_map(shared_data: Path) -> None:
     assert any("'PLATELET'" in w and "100 image" in w for w in ds.warnings)
     assert len(ds.images) + len(unmapped) == 800
     assert set(ds.class_counts) <= set(label_map.values())
+
+
+# ---- manifest paths outside the manifest's folder (issue 8.12) ------------------------------
+
+
+def _manifest_with_outside_paths(tmp_path: Path) -> tuple[Path, Path, Path]:
+    root = tmp_path / "m"
+    inside = _jpeg(root / "imgs" / "a.jpg", 1)
+    _jpeg(root / "imgs" / "b.jpg", 2)
+    outside = _jpeg(tmp_path / "elsewhere" / "c.jpg", 3)
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerow(["imgs/a.jpg", "LYT"])
+        w.writerow(["imgs/../imgs/b.jpg", "LYT"])  # a '..' that stays inside: fine
+        w.writerow([str(outside), "MON"])  # absolute
+        w.writerow(["../elsewhere/c.jpg", "MON"])  # leaves the folder
+    return root, inside, outside
+
+
+def test_manifest_paths_outside_its_folder_are_refused(tmp_path: Path) -> None:
+    root, _, outside = _manifest_with_outside_paths(tmp_path)
+    with pytest.raises(BadFilesError) as info:
+        load_dataset(root)
+    msg = str(info.value)
+    assert "2 bad" in msg and "absolute path" in msg and "'..' path" in msg and "allow_outside_paths" in msg
+    assert "line 4" in msg and "line 5" in msg
+    # the error carries every refused entry, so stop mode can still write skipped.csv
+    assert len(info.value.bad) == 2 and len(info.value.skipped) == 2
+
+    ds = load_dataset(root, on_bad_file="skip")
+    assert len(ds.images) == 2
+    causes = {s.path: s.cause for s in ds.skipped}
+    assert causes == {
+        str(outside): "line 4: manifest path is an absolute path; set data.allow_outside_paths: true to allow it",
+        str(root / "../elsewhere/c.jpg"): "line 5: manifest path is a '..' path that leaves the manifest's folder; "
+                                          "set data.allow_outside_paths: true to allow it",
+    }
+    allowed = load_dataset(root, allow_outside_paths=True)
+    assert len(allowed.images) == 4 and allowed.skipped == []
+
+    # stop mode names the refused paths and the bad files in one error
+    (root / "imgs" / "b.jpg").write_bytes(b"")
+    with pytest.raises(BadFilesError) as info:
+        load_dataset(root)
+    assert "3 bad image file(s) of 4" in str(info.value) and "b.jpg: empty file" in str(info.value)
+
+
+# ---- ignored files are named (issue 8.13) ---------------------------------------------------
+
+
+def test_ignored_files_are_named_in_skipped(tmp_path: Path) -> None:
+    import os
+
+    root = _flat(tmp_path / "d", {"BLA": 2, "EOS": 1})
+    (root / "BLA" / "notes.txt").write_text("not an image")
+    (root / "BLA" / ".DS_Store").write_bytes(b"\0")
+    _jpeg(root / "BLA" / ".hidden_cell.jpg", 50)
+    os.symlink("does-not-exist.jpg", root / "EOS" / "EOS_broken.jpg")
+    (root / "EOS" / ".thumbnails").mkdir()
+    _jpeg(root / "EOS" / ".thumbnails" / "t.jpg", 51)
+    os.symlink(root / "BLA", root / "EOS" / "linked_folder")
+    _jpeg(root / "stray.jpg", 52)
+    (root / "README.md").write_text("about the data")
+    _jpeg(root / "_unsorted" / "x.jpg", 53)
+
+    for mode in ("skip", "stop"):  # ignored files are not bad: stop mode runs too
+        ds = load_dataset(root, on_bad_file=mode)
+        assert len(ds.images) == 3
+        causes = {str(Path(s.path).relative_to(root)): s.cause for s in ds.skipped}
+        assert set(causes) == {"BLA/notes.txt", "BLA/.DS_Store", "BLA/.hidden_cell.jpg", "EOS/EOS_broken.jpg",
+                               "EOS/.thumbnails", "EOS/linked_folder", "stray.jpg", "README.md", "_unsorted/x.jpg"}
+        assert all(c.startswith("ignored: ") for c in causes.values())
+        assert "not an image file name (.txt" in causes["BLA/notes.txt"]
+        assert "hidden file" in causes["BLA/.DS_Store"] and "hidden file" in causes["BLA/.hidden_cell.jpg"]
+        assert "broken symbolic link" in causes["EOS/EOS_broken.jpg"]
+        assert "hidden folder" in causes["EOS/.thumbnails"] and "1 file(s)" in causes["EOS/.thumbnails"]
+        assert "link to a folder" in causes["EOS/linked_folder"]
+        assert "not inside a class folder" in causes["stray.jpg"] == causes["README.md"]
+        assert "'_'" in causes["_unsorted/x.jpg"]
+        assert any("stray.jpg" in w for w in ds.warnings)
+
+
+def test_broken_link_in_a_manifest_is_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    _jpeg(tmp_path / "a.jpg", 1)
+    os.symlink("gone.jpg", tmp_path / "b.jpg")
+    (tmp_path / "manifest.csv").write_text("path,label\na.jpg,LYT\nb.jpg,LYT\n")
+    ds = load_dataset(tmp_path, on_bad_file="skip")
+    assert [(Path(s.path).name, s.cause) for s in ds.skipped] == [
+        ("b.jpg", "broken symbolic link (its target does not exist)")]
+
+
+def test_bundled_sample_and_its_attribution_give_no_ignored_rows() -> None:
+    # ATTRIBUTION.md sits beside the sample folders, not inside them: nothing is ignored
+    assert (bundled_sample_path().parent / "ATTRIBUTION.md").is_file()
+    for name in ("matek-bm-sample", "pbc-sample"):
+        ds = load_dataset(f"bundled:{name}")
+        assert ds.skipped == [], ds.skipped[:3]
+
+
+# ---- perceptual hashes in the data check (issue 8.17) ---------------------------------------
+
+
+def test_perceptual_hashes_are_computed_in_the_check(tmp_path: Path) -> None:
+    from cytocompare.near_duplicates import perceptual_hash
+
+    root = _flat(tmp_path / "d", {"BLA": 3, "EOS": 2})
+    (root / "BLA" / "BLA_zero.jpg").write_bytes(b"")
+    ds = load_dataset(root, on_bad_file="skip", perceptual_hashes=True, n_jobs=2)
+    assert ds.perceptual_hashes is not None and ds.perceptual_hashes.shape == (5, 2)
+    assert ds.perceptual_hashes.dtype == np.uint64
+    for k, path in enumerate(ds.images.paths):  # in the images' order, as of the decoded file
+        np.testing.assert_array_equal(ds.perceptual_hashes[k], perceptual_hash(path))
+    assert ds.perceptual_hash_seconds > 0 and ds.check_seconds >= 0
+    assert load_dataset(root, on_bad_file="skip").perceptual_hashes is None
+    with pytest.raises(ValueError, match="verify"):
+        load_dataset(root, verify=False, perceptual_hashes=True)

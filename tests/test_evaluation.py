@@ -183,3 +183,86 @@ def test_maths_modules_import_no_registry_and_no_run_directory(module) -> None:
     core = {m for m in imported if m.startswith("cytocompare")}
     assert core <= {"cytocompare.base", "cytocompare.protocols", "cytocompare.tolerance", "cytocompare.metrics"}
     assert not imported & {"os", "pathlib", "csv", "json", "io"}
+
+
+# ------------------------------------------------------------------ issue 8.1: the classes each split tested
+def _per_split_run(path: Path) -> RunDir:
+    """run.json lists BLA and LYT only (NGS was dropped from ``cv`` by ``small_classes: drop``),
+    yet the holdout ``ho`` tested NGS; the external set ``ext`` lacks LYT and has OTH."""
+    run = RunDir(path)
+    cv_truth = np.array(["BLA", "LYT"] * 4)
+    cv_pred = np.array(["BLA", "LYT", "BLA", "BLA", "BLA", "LYT", "LYT", "LYT"])
+    for k in range(2):
+        sel = (np.arange(8) < 4) == (k == 0)
+        run.write_predictions("m", "cv", k, images=np.flatnonzero(sel), paths=[""] * 4, truth=cv_truth[sel],
+                              prediction=cv_pred[sel])
+    run.write_predictions("m", "ho", 0, images=np.arange(6), paths=[""] * 6,
+                          truth=["NGS", "BLA", "LYT", "NGS", "BLA", "LYT"],
+                          prediction=["NGS", "BLA", "LYT", "BLA", "BLA", "LYT"])
+    run.write_predictions("m", "ext", 0, images=np.arange(4), paths=[""] * 4, truth=["BLA", "BLA", "OTH", "NGS"],
+                          prediction=["BLA", "LYT", "BLA", "NGS"])
+    run.write_json("run.json", {"labels": ["BLA", "LYT"], "tolerated_pairs": [], "no_call_classes": [],
+                                "methods": {"m": {}},
+                                "splits": {"cv": {"kind": "kfold", "n_folds": 2}, "ho": {"kind": "holdout"},
+                                           "ext": {"kind": "external"}}})
+    return run
+
+
+def test_per_class_rows_and_averages_follow_the_classes_each_split_tested(tmp_path: Path) -> None:
+    from sklearn import metrics as skm
+
+    from cytocompare.evaluation import context_from_run, split_labels
+    from cytocompare.metrics import PrecisionRecallEvaluator
+
+    run = _per_split_run(tmp_path)
+    # NGS sits where the class scheme puts it (after LYT in matek2021), OTH too
+    assert split_labels(run, "cv") == ["BLA", "LYT"]
+    assert split_labels(run, "ho") == ["BLA", "LYT", "NGS"]
+    assert split_labels(run, "ext") == ["BLA", "NGS", "OTH"]
+    assert context_from_run(run, "ho").labels == ("BLA", "LYT", "NGS") and context_from_run(run).labels == ("BLA", "LYT")
+    evaluate_run(run, {"pr": PrecisionRecallEvaluator(), "summary": SummaryEvaluator()})
+    rows = run.read_csv("metrics/long.csv")
+    for split in ("cv", "ho", "ext"):
+        tested = {(int(f), c) for m, s, f in run.completed() if s == split
+                  for c in set(run.read_predictions(m, s, f).truth.tolist())}
+        got = {(int(r["fold"]), r["class"]) for r in rows if r["split"] == split and r["metric"] == "support"}
+        assert got == tested, split
+        for fold in {f for f, _ in tested}:
+            preds = run.read_predictions("m", split, fold)
+            f1 = [float(r["value"]) for r in rows if r["split"] == split and r["fold"] == str(fold)
+                  and r["metric"] == "f1_strict"]
+            macro = next(float(r["value"]) for r in rows if r["split"] == split and r["fold"] == str(fold)
+                         and r["metric"] == "macro_f1_strict")
+            # macro-F1 averages the per-class rows printed, and is scikit-learn's over the classes tested
+            assert macro == pytest.approx(np.mean(f1))
+            assert macro == pytest.approx(skm.f1_score(preds.truth, preds.prediction, average="macro",
+                                                       labels=sorted(set(preds.truth)), zero_division=0))
+    # the holdout's 3 classes all count: balanced accuracy (1 + 1 + 0.5) / 3, not 2/2 or 2.5/2
+    ba = next(float(r["value"]) for r in rows if r["split"] == "ho" and r["metric"] == "balanced_accuracy_strict")
+    assert ba == pytest.approx(2.5 / 3)
+    js = run.read_json("metrics/metrics.json")
+    assert js["labels_by_split"] == {"cv": ["BLA", "LYT"], "ho": ["BLA", "LYT", "NGS"], "ext": ["BLA", "NGS", "OTH"]}
+    assert js["labels"] == ["BLA", "LYT", "NGS", "OTH"]
+
+
+def test_reports_print_the_classes_each_split_tested(tmp_path: Path) -> None:
+    from cytocompare.metrics import PrecisionRecallEvaluator
+    from cytocompare.reports.tables import Table1Reporter
+
+    run = _per_split_run(tmp_path)
+    evaluate_run(run, {"pr": PrecisionRecallEvaluator(), "summary": SummaryEvaluator()})
+    Table1Reporter().report(run.path)
+    HtmlReporter().report(run.path)
+
+    def classes(split: str) -> list[str]:
+        md = (run.path / f"table1_{split}.md").read_text().split("## Summary")[0]
+        return [line.split("|")[1].strip() for line in md.splitlines()
+                if line.startswith("| ") and "---" not in line and not line.startswith("| Class")]
+
+    assert classes("cv") == ["BLA", "LYT"]
+    assert classes("ho") == ["BLA", "LYT", "NGS"]  # NGS dropped from cv only: still a row of ho
+    assert classes("ext") == ["BLA", "NGS", "OTH"]  # LYT never tested there: no row
+    ngs = next(line for line in (run.path / "table1_ho.md").read_text().splitlines() if line.startswith("| NGS"))
+    assert "segmented neutrophil" in ngs.lower() and "| 2 |" in ngs  # the scheme's name, its 2 test images
+    html = (run.path / "index.html").read_text()
+    assert "Classes tested (3): BLA, LYT, NGS" in html and "Classes tested (2): BLA, LYT" in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -230,3 +231,53 @@ def test_crop_on_load_is_part_of_the_key(tmp_path: Path) -> None:
     f_crop = np.array(cache.compute(MeanColour(), cropped))
     np.testing.assert_allclose(f_crop, MeanColour().transform(cropped), rtol=1e-6)
     assert not np.allclose(f_whole, f_crop)
+
+
+# ---- plugin version in the key (issue 8.14) -------------------------------------------------
+
+
+def test_plugin_version_is_part_of_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cytocompare.feature_cache as fc
+
+    images = _images(5)
+    cache = FeatureCache(tmp_path)
+    # a class of no installed distribution keeps its version-free key
+    assert fc.extractor_version(MeanColour()) is None
+    # the same class, "installed" by a plugin distribution at two versions
+    monkeypatch.setattr(fc, "_distribution_version", lambda top: ("cytocompare-fake", "1.0"))
+    old = MeanColour()
+    folder_1 = cache.folder(old)
+    cache.compute(old, images)
+    meta = json.loads((folder_1 / "meta.json").read_text())
+    assert meta["plugin"] == {"distribution": "cytocompare-fake", "version": "1.0"}
+    monkeypatch.setattr(fc, "_distribution_version", lambda top: ("cytocompare-fake", "2.0"))
+    new = MeanColour()
+    folder_2 = cache.folder(new)
+    assert folder_2 != folder_1 and folder_2.name.startswith("MeanColour-")
+    cache.compute(new, images)
+    assert len(new.seen) == 5, "the upgraded plugin recomputed every image instead of reusing stale features"
+
+
+def test_real_plugin_extractor_key_names_its_distribution() -> None:
+    from cytocompare.feature_cache import extractor_version
+
+    pytest.importorskip("cytocompare_example")
+    from cytocompare_example.features import ColourStatistics
+
+    dist, version = extractor_version(ColourStatistics())
+    assert dist == "cytocompare-example" and version
+
+
+def test_cache_lock_error_names_the_holder(tmp_path: Path) -> None:
+    from cytocompare.locking import DirectoryLock, DirectoryLockedError
+
+    ext = MeanColour()
+    cache = FeatureCache(tmp_path)
+    folder = cache.folder(ext)
+    with DirectoryLock(folder, what="feature cache", command="cytocompare run other.yaml"):
+        # the same process through another lock object: held (no self-deadlock, no take-over)
+        with pytest.raises(CacheLockedError, match="other.yaml") as info:
+            cache.compute(ext, _images(3))
+    assert isinstance(info.value, DirectoryLockedError) and info.value.holder is not None
+    cache.compute(ext, _images(3))  # released
+    assert not (folder / ".lock").exists()

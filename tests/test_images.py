@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -39,4 +41,17 @@ def test_greyscale_is_a_clear_error(tmp_path):
     p = tmp_path / "grey.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(p)
     with pytest.raises(DataError, match="grey.png.*'L'.*RGB"):
+        read_image(p)
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGBA", ".png"), ("I;16", ".png"), ("CMYK", ".jpg"), ("P", ".png"),
+                                          ("LA", ".png"), ("1", ".png")])
+def test_every_non_rgb_mode_is_named(tmp_path, mode, suffix):
+    """Each mode a microscope export or an image editor may write is refused with its name (the
+    data check and every later read use this one check)."""
+    p = tmp_path / f"cell_{mode.replace(';', '')}{suffix}"
+    Image.new(mode, (8, 8)).save(p)
+    with Image.open(p) as im:
+        assert im.mode == mode  # the file really has that mode
+    with pytest.raises(DataError, match=rf"{p.name}.*image mode is '{re.escape(mode)}', expected 'RGB'"):
         read_image(p)

@@ -232,3 +232,27 @@ def test_external_evaluator() -> None:
     assert got[("no_call_rate", "LYT")] == 1 and np.isnan(got[("recall_called", "LYT")])
     assert got[("recall_called", "OTH")] == 0 and got[("n_images", "OTH")] == 2
     assert ("no_call_rate", "MYB") not in got  # absent from the test set
+
+
+# ---- found by a mutation pass (mutmut) on metrics.py and tolerance.py: each kills surviving mutants
+def test_tolerant_accuracy_against_an_independent_loop() -> None:
+    for seed in SEEDS:
+        y_true, y_pred = random_case(seed)
+        ok = [t == p or {t, p} in [set(q) for q in PAIRS] for t, p in zip(y_true, y_pred)]
+        assert summary_metrics(y_true, y_pred, LABELS, tolerance=PAIRS)["accuracy"] == pytest.approx(np.mean(ok))
+
+
+def test_evaluator_tolerant_rows_use_the_tolerance() -> None:
+    y_true, y_pred = random_case(0)
+    got = {(r.metric, r.cls): r.value for r in PrecisionRecallEvaluator().evaluate(y_true, y_pred, CTX)}
+    ref = per_class_precision_recall(y_true, y_pred, LABELS, tolerance=ToleranceMap(PAIRS))
+    assert [got[("recall_tolerant", c)] for c in LABELS] == pytest.approx(list(ref["recall"]))
+    s = {r.metric: r.value for r in SummaryEvaluator().evaluate(y_true, y_pred, CTX)}
+    assert s["accuracy_tolerant"] == pytest.approx(summary_metrics(y_true, y_pred, LABELS, PAIRS)["accuracy"])
+
+
+def test_label_neither_true_nor_predicted_counts_zero() -> None:
+    y_true, y_pred = random_case(2)
+    labels = LABELS + ["NIF"]
+    got = summary_metrics(y_true, y_pred, labels)
+    assert got["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))

@@ -49,6 +49,8 @@ methods:
     optional: true
 n_jobs: 1
 cache_dir: {cache}
+# synthetic cells differ only by noise: a perceptual hash rightly calls them near-duplicates
+near_duplicates: {{threshold: null}}
 """
 
 

@@ -230,3 +230,133 @@ def test_stratify_and_shuffle_switches() -> None:
     b = make_plan(labels, sha, {"cv": KFoldSpec(n_splits=5, shuffle=False)}, seed=2)
     assert a.hash != ordered.hash
     assert [f.test.tolist() for f in a.folds("cv")] == [f.test.tolist() for f in b.folds("cv")]  # no seed used
+
+
+# ---- near-duplicates (issue 8.17) ---------------------------------------------------------
+
+
+def _hashes(n: int, seed: int = 0) -> np.ndarray:
+    """Random 128-bit hashes: any two are ~64 bits apart, far beyond any threshold used here."""
+    return np.random.default_rng(seed).integers(0, 2**63, (n, 2), dtype=np.int64).astype(np.uint64)
+
+
+def _same_side_everywhere(plan: SplitPlan, i: int, j: int) -> bool:
+    for name in plan.split_names:
+        for fold in plan.folds(name):
+            if (i in fold.test) != (j in fold.test) or (i in fold.train) != (j in fold.train):
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def sample_with_reencoded_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, int, int]:
+    """The bundled sample plus one cell re-encoded as JPEG quality 75 under another name."""
+    import shutil
+
+    from PIL import Image
+
+    from cytocompare.datasets import bundled_sample_path, load_dataset
+
+    root = tmp_path_factory.mktemp("near") / "data"
+    shutil.copytree(bundled_sample_path(), root)
+    original = sorted((root / "EOS").iterdir())[3]
+    with Image.open(original) as im:
+        im.convert("RGB").save(root / "EOS" / "zz_copy_of_a_cell.jpg", quality=75)
+    loaded = load_dataset(root, perceptual_hashes=True, n_jobs=2)
+    paths = [str(p) for p in loaded.images.paths]
+    i, j = paths.index(str(original)), paths.index(str(root / "EOS" / "zz_copy_of_a_cell.jpg"))
+    assert loaded.images.sha256[i] != loaded.images.sha256[j]  # not a byte duplicate
+    return loaded, i, j
+
+
+def test_reencoded_copy_of_a_cell_stays_on_one_side_of_every_split(sample_with_reencoded_copy) -> None:
+    loaded, i, j = sample_with_reencoded_copy
+    specs = {"cv": KFoldSpec(n_splits=5), "ho": HoldoutSpec(test_size=0.3)}
+    images = loaded.images
+    straddled = 0
+    for seed in range(6):
+        plan = make_plan(images.labels, images.sha256, specs, seed=seed, paths=images.paths,
+                         near_duplicate_hashes=loaded.perceptual_hashes, near_duplicate_threshold=16)
+        assert _same_side_everywhere(plan, i, j), f"seed {seed}: the copy leaks across a split"
+        assert plan.near_duplicate_info == {"threshold": 16, "groups": 1, "images": 2, "mixed_label_groups": 0}
+        header, rows = plan.near_duplicate_table()
+        assert header == ["group", "path", "label", "nearest", "distance"]
+        assert sorted(r[1] for r in rows) == sorted([images.paths[i], images.paths[j]])
+        assert all(r[2] == "EOS" and r[4] <= 16 for r in rows)
+        tested = np.concatenate([f.test for f in plan.folds("cv")])
+        assert sorted(tested.tolist()) == list(range(len(images)))  # still a partition
+        # without near-duplicate grouping (today's behaviour) the copy is free to leak
+        byte_only = make_plan(images.labels, images.sha256, specs, seed=seed)
+        straddled += not _same_side_everywhere(byte_only, i, j)
+    assert straddled > 0, "the test would not notice a leak: the pair never straddled without grouping"
+
+
+def test_near_duplicate_plan_without_groups_hashes_as_before_and_roundtrips(tmp_path: Path) -> None:
+    labels, sha = _data({"A": 30, "B": 20}, n_dup=5)
+    h = _hashes(len(labels))
+    _, first = np.unique(sha, return_index=True)
+    h = h[first[np.unique(sha, return_inverse=True)[1]]]  # byte duplicates hash alike
+    specs = {"cv": KFoldSpec(n_splits=5), "ho": HoldoutSpec()}
+    plain = make_plan(labels, sha, specs, seed=3)
+    near = make_plan(labels, sha, specs, seed=3, near_duplicate_hashes=h, near_duplicate_threshold=16)
+    assert near.near_duplicate_info is None and near.hash == plain.hash
+    assert near.to_json_text() == plain.to_json_text()
+    assert len(near.near_duplicate_table()[1]) == 10  # the 5 byte-identical pairs, distance 0
+
+    h2 = h.copy()
+    h2[7] = h2[3] ^ np.uint64(0b111)  # image 7 becomes a near copy of image 3 (both class A)
+    merged = make_plan(labels, sha, specs, seed=3, near_duplicate_hashes=h2, near_duplicate_threshold=16)
+    assert merged.near_duplicate_info is not None and merged.hash != plain.hash
+    assert _same_side_everywhere(merged, 3, 7)
+    run = RunDir(tmp_path)
+    paths = np.asarray([f"d/{k}.jpg" for k in range(len(labels))], dtype=object)
+    run.write_split_plan(merged, paths, labels)
+    back = run.read_split_plan(labels=labels, sha256=sha)
+    assert back.hash == merged.hash and back.near_duplicate_info == merged.near_duplicate_info
+    with pytest.raises(SplitError, match="perceptual hashes"):
+        make_plan(labels, sha, specs, seed=3, near_duplicate_threshold=16)
+
+
+def test_near_duplicates_with_mixed_labels_warn_and_take_the_most_common_label() -> None:
+    labels, sha = _data({"A": 30, "B": 30})
+    h = _hashes(len(labels))
+    for k in (31, 32):  # two B images that are near copies of A image 0
+        h[k] = h[0] ^ np.uint64(1 << k)
+    h[1] = h[0] ^ np.uint64(1 << 5)  # and one more A copy: the group is A, A, B, B -> tie -> A
+    paths = np.asarray([f"img/{k}.jpg" for k in range(len(labels))], dtype=object)
+    plan = make_plan(labels, sha, {"cv": KFoldSpec(n_splits=5)}, seed=0, paths=paths,
+                     near_duplicate_hashes=h, near_duplicate_threshold=4)
+    assert plan.near_duplicate_info["mixed_label_groups"] == 1
+    assert any("different labels" in w and "img/31.jpg (B)" in w for w in plan.warnings)
+    group = [0, 1, 31, 32]
+    for fold in plan.folds("cv"):
+        assert len(set(group) & set(fold.test.tolist())) in (0, 4)
+    # byte-identical files with different labels stay an error, near-duplicates or not
+    sha[40] = sha[2]
+    with pytest.raises(SplitError, match="byte-identical"):
+        make_plan(labels, sha, {"cv": KFoldSpec(n_splits=5)}, seed=0, near_duplicate_hashes=h,
+                  near_duplicate_threshold=4)
+
+
+def test_external_near_duplicates_warn() -> None:
+    labels, sha = _data({"A": 20, "B": 20})
+    h = _hashes(len(labels))
+    ext_labels = np.asarray(["A", "B", "A"])
+    ext_sha = np.asarray([f"{k:064x}" for k in range(100, 103)])
+    ext_h = _hashes(3, seed=9)
+    ext_h[1] = h[25] ^ np.uint64(3)  # a re-encoded training image in the test set
+    plan = make_plan(labels, sha, {"ext": ExternalSpec()}, seed=0, external_labels=ext_labels,
+                     external_sha256=ext_sha, near_duplicate_hashes=h, near_duplicate_threshold=16,
+                     external_near_duplicate_hashes=ext_h, external_paths=["t0.jpg", "t1.jpg", "t2.jpg"])
+    assert plan.external_near_duplicates == [(25, 1, 4)]  # 2 bits in each of the 2 words
+    assert any("near-duplicates of training images" in w and "t1.jpg" in w for w in plan.warnings)
+    paths = [f"train{k}.jpg" for k in range(len(labels))]
+    assert plan.external_near_duplicate_table(paths, ["t0.jpg", "t1.jpg", "t2.jpg"]) == (
+        ["path", "test_path", "distance"], [["train25.jpg", "t1.jpg", 4]])
+    # byte-identical train/test pairs keep their own warning and are not listed twice
+    ext_sha[1] = sha[25]
+    again = make_plan(labels, sha, {"ext": ExternalSpec()}, seed=0, external_labels=ext_labels,
+                      external_sha256=ext_sha, near_duplicate_hashes=h, near_duplicate_threshold=16,
+                      external_near_duplicate_hashes=ext_h)
+    assert again.external_near_duplicates == []
+    assert any("byte-identical to training images" in w for w in again.warnings)

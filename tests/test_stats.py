@@ -17,7 +17,9 @@ from sklearn import metrics as skm
 from cytocompare.evaluation import paired_comparisons
 from cytocompare.metrics import balanced_accuracy
 from cytocompare.rundir import RunDir
-from cytocompare.stats import MethodPredictions, bootstrap_ci, compare_methods, holm, mcnemar, paired_fold_test
+from cytocompare.stats import (
+    PAIRED_COLUMNS, MethodPredictions, bootstrap_ci, compare_methods, holm, mcnemar, paired_fold_test,
+)
 from cytocompare.tolerance import ToleranceMap
 
 
@@ -206,3 +208,15 @@ def test_compare_methods_aligns_by_image_index() -> None:
     wrong_truth = MethodPredictions(order, np.zeros(5, dtype=int), np.where(y[order] == "A", "B", "A"), pb[order])
     with pytest.raises(ValueError, match="disagree on the truth"):
         compare_methods({"a": a, "b": wrong_truth}, n_boot=5)
+
+
+def test_compare_methods_says_how_many_images_one_method_was_tested_on_alone() -> None:
+    # issue 8.3: a method that skipped cells (their features failed) is paired on the shared images only
+    y = np.array(["A", "B", "A", "B", "A", "B"])
+    a = MethodPredictions(np.arange(6), np.zeros(6, dtype=int), y, y)
+    keep = np.array([1, 2, 3, 5])
+    b = MethodPredictions(keep, np.zeros(4, dtype=int), y[keep], np.full(4, "A"))
+    (row,) = compare_methods({"a": a, "b": b}, n_boot=20)
+    assert (row["n_images"], row["n_only_a"], row["n_only_b"]) == (4, 2, 0)
+    assert row["balanced_accuracy_b"] == pytest.approx(skm.balanced_accuracy_score(y[keep], np.full(4, "A")))
+    assert set(row) == set(PAIRED_COLUMNS)

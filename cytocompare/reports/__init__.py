@@ -102,6 +102,22 @@ def _inferred_from(run: RunDir) -> str:
         return ""
 
 
+def class_names(run: RunDir, codes: list[str]) -> dict[str, str]:
+    """code -> display name: run.json ``class_names``, else the class scheme's name (a class that
+    run.json does not list, e.g. one dropped from another split), else the code itself."""
+    names = run.scheme_names()
+    missing = [c for c in codes if names.get(c, c) == c]
+    if missing:
+        from cytocompare.classes import load_scheme
+
+        try:
+            scheme = load_scheme(run.info.get("class_scheme", "matek2021"))
+            names |= {c: scheme.get(c).name for c in missing if c in scheme.codes}
+        except (ProtocolError, OSError, ValueError, KeyError):
+            pass
+    return {c: names.get(c, c) for c in codes}
+
+
 def tolerance_pairs_text(run: RunDir) -> str:
     """``BLA–PMO, PMO–MYB`` (sorted), or ``none``."""
     return ", ".join(f"{a}–{b}" for a, b in sorted(sorted(p) for p in run.tolerated_pairs())) or "none"
@@ -126,4 +142,4 @@ def tolerance_note(run: RunDir) -> str:
     return f"Tolerant metrics forgive the pairs {pairs}; tolerance pairs of the class scheme."
 
 
-__all__ = ["MetricsView", "Stat", "ensure_metrics", "fmt_stat", "tolerance_note", "tolerance_pairs_text"]
+__all__ = ["MetricsView", "Stat", "class_names", "ensure_metrics", "fmt_stat", "tolerance_note", "tolerance_pairs_text"]

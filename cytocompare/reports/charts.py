@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cytocompare.base import BaseComponent
-from cytocompare.evaluation import pooled_predictions
+from cytocompare.evaluation import display_order, pooled_predictions, split_labels
 from cytocompare.metrics import confusion_matrix
 from cytocompare.reports import MetricsView, ensure_metrics
 from cytocompare.rundir import RunDir
@@ -35,7 +35,7 @@ def _safe(name: str) -> str:
 class RecallChartReporter(BaseComponent):
     """``charts/recall_<split>.png``: grouped bars of per-class recall, one bar per method.
 
-    Two panels (strict, tolerant), classes in run label order with their image counts under
+    Two panels (strict, tolerant), the classes the split tested in run label order with their image counts under
     the tick labels, error bars = sd over folds.
     """
 
@@ -52,7 +52,7 @@ class RecallChartReporter(BaseComponent):
     def _draw(self, run: RunDir, view: MetricsView, split: str) -> Path:
         plt = _pyplot()
         methods = view.methods(split)
-        labels = run.labels()
+        labels = split_labels(run, split)  # the classes this split tested
         support: dict[str, int] = {}
         for m in methods:  # every method sees the same images; take the largest count seen
             for c, n in view.support_total(m, split).items():
@@ -121,20 +121,18 @@ class ConfusionChartReporter(BaseComponent):
         pairs = sorted({(m, s) for m, s, _ in run.completed()},
                        key=lambda ms: (run.methods().index(ms[0]) if ms[0] in run.methods() else 1 << 30,
                                        list(splits).index(ms[1]) if ms[1] in splits else 1 << 30, ms))
-        return [self._draw(run, m, s, splits.get(s, {}).get("kind", "")) for m, s in pairs]
+        tested = {s: split_labels(run, s) for s in {s for _, s in pairs}}
+        return [self._draw(run, m, s, splits.get(s, {}).get("kind", ""), tested[s]) for m, s in pairs]
 
-    def _draw(self, run: RunDir, method: str, split: str, kind: str) -> Path:
+    def _draw(self, run: RunDir, method: str, split: str, kind: str, tested: list[str]) -> Path:
         plt = _pyplot()
         pooled = pooled_predictions(run, method, split)
         truth, pred, n_folds = pooled.truth, pooled.prediction, len(set(pooled.folds.tolist()))
-        labels = run.labels()
+        t_set, p_set = set(truth.tolist()), set(pred.tolist())
         if kind == "external":
-            t_set, p_set = set(truth.tolist()), set(pred.tolist())
-            rows = [c for c in labels if c in t_set] + sorted(t_set - set(labels))
-            cols = [c for c in labels if c in p_set] + sorted(p_set - set(labels))
-        else:
-            extra = sorted((set(truth.tolist()) | set(pred.tolist())) - set(labels))
-            rows = cols = labels + extra
+            rows, cols = display_order(run, t_set), display_order(run, p_set)
+        else:  # the classes this split tested, and any class only predicted (train_only)
+            rows = cols = display_order(run, set(tested) | t_set | p_set)
         cm = confusion_matrix(truth, pred, rows, pred_labels=cols)
         counts = cm.sum(axis=1)
         frac = confusion_matrix(truth, pred, rows, normalize="true", pred_labels=cols)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cytocompare.base import BaseComponent
+from cytocompare.feature_failures import FEATURE_FAILURES_FILE, failure_counts, failure_note
 from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat, tolerance_note
 
 _COLUMNS = (
@@ -45,6 +46,8 @@ class HtmlReporter(BaseComponent):
         self.title = title
 
     def report(self, run_dir: Path) -> list[Path]:
+        from cytocompare.evaluation import display_order, split_labels
+
         run = ensure_metrics(run_dir)
         view = MetricsView(run)
         info = run.info
@@ -57,8 +60,15 @@ class HtmlReporter(BaseComponent):
             if key in info:
                 out.append(f"<tr><th>{escape(key)}</th><td>{escape(str(info[key]))}</td></tr>")
         out.append(f"<tr><th>methods</th><td>{escape(', '.join(run.methods()))}</td></tr>")
-        out.append(f"<tr><th>classes</th><td>{escape(', '.join(run.labels()))}</td></tr>")
+        tested = {split: split_labels(run, split) for split in view.splits()}
+        every = display_order(run, set(run.labels()).union(*tested.values()))
+        out.append(f"<tr><th>classes</th><td>{escape(', '.join(every))}</td></tr>")
         out.append(f"<tr><th>tolerated pairs</th><td>{escape(tolerance_note(run))}</td></tr>")
+        note = failure_note(run)
+        if note:  # cells whose features failed (issue 8.3), linked to their list
+            text = escape(note).replace(FEATURE_FAILURES_FILE, f'<a href="{FEATURE_FAILURES_FILE}">{FEATURE_FAILURES_FILE}</a>')
+            n = sum(failure_counts(run).values())
+            out.append(f"<tr><th>feature failures</th><td>{n} listed. {text}</td></tr>")
         for k, v in sorted(info.get("versions", {}).items()):
             out.append(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>")
         out.append("</table>")
@@ -67,6 +77,8 @@ class HtmlReporter(BaseComponent):
             desc = run.splits().get(split, {})
             out.append(f"<h2>Split <code>{escape(split)}</code> ({escape(str(desc.get('kind', '')))}, "
                        f"{escape(str(desc.get('n_folds', '')))} folds)</h2>")
+            out.append(f"<p>Classes tested ({len(tested[split])}): {escape(', '.join(tested[split]))}; "
+                       "the per-class rows and the class averages describe exactly these.</p>")
             out.append("<table><tr><th>Method</th>" + "".join(f"<th>{escape(t)}</th>" for _, t in _COLUMNS) + "</tr>")
             for m in view.methods(split):
                 cells = "".join(f"<td>{escape(fmt_stat(view.get(m, split, k), 3))}</td>" for k, _ in _COLUMNS)
@@ -85,7 +97,8 @@ class HtmlReporter(BaseComponent):
                            f"<figcaption>{rel}</figcaption></figure>")
 
         out.append("<h2>Files</h2><ul>")
-        files = [root / n for n in ("run.json", "protocol.yaml", "dataset.csv", "splits.csv", "skipped.csv")]
+        files = [root / n for n in ("run.json", "protocol.yaml", "dataset.csv", "splits.csv", "skipped.csv",
+                                    FEATURE_FAILURES_FILE)]
         files += sorted((root / "metrics").glob("*.csv")) + sorted((root / "metrics").glob("*.json"))
         files += sorted(root.glob("*.md"))
         for p in files:

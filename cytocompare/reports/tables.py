@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 
 from cytocompare.base import BaseComponent
-from cytocompare.reports import MetricsView, ensure_metrics, fmt_stat, tolerance_note
+from cytocompare.feature_failures import FEATURE_FAILURES_FILE, failure_note
+from cytocompare.reports import MetricsView, class_names, ensure_metrics, fmt_stat, tolerance_note
 from cytocompare.rundir import RunDir
 
 _PR = ("precision_strict", "precision_tolerant", "recall_strict", "recall_tolerant")
@@ -44,7 +45,8 @@ def _split_line(run: RunDir, split: str, view: MetricsView) -> str:
 class Table1Reporter(BaseComponent):
     """``table1_<split>.md`` and ``metrics/table1_<split>.csv``: the paper's Table 1 per method.
 
-    Rows are classes (run label order) with test images summed over folds and strict/tolerant
+    Rows are the classes the split tested (:func:`cytocompare.evaluation.split_labels`, in run
+    label order) with test images summed over folds and strict/tolerant
     precision and recall as mean ± sd over folds; a summary block gives balanced accuracy,
     macro-F1, weighted F1 and accuracy (strict and tolerant) per method.
     """
@@ -53,15 +55,20 @@ class Table1Reporter(BaseComponent):
         self.digits = digits
 
     def report(self, run_dir: Path) -> list[Path]:
+        from cytocompare.evaluation import split_labels
+
         run = ensure_metrics(run_dir)
         view = MetricsView(run)
-        names = run.scheme_names()
-        labels = run.labels()
         written: list[Path] = []
         for split in view.splits():
+            labels = split_labels(run, split)  # the classes this split tested (issue 8.1)
+            names = class_names(run, labels)
             methods = view.methods(split)
             external = run.splits().get(split, {}).get("kind") == "external"
             lines = [f"# Table 1 — split `{split}`", "", _split_line(run, split, view), ""]
+            note = failure_note(run)
+            if note:  # cells whose features failed (issue 8.3): how many, what was done, where listed
+                lines += [note.replace(FEATURE_FAILURES_FILE, f"[{FEATURE_FAILURES_FILE}]({FEATURE_FAILURES_FILE})"), ""]
             csv_rows: list[list] = []
             for method in methods:
                 support = view.support_total(method, split)
@@ -123,16 +130,19 @@ class PairedStatsReporter(BaseComponent):
             written.append(run.write_csv(f"metrics/paired_{split}.csv", cols, ([r[c] for c in cols] for r in rows)))
             lines = [
                 f"# Paired comparisons — split `{split}`", "",
-                "Balanced accuracy on the identical test images (pooled over folds). CI: paired "
+                "Balanced accuracy on the test images both methods were tested on (pooled over folds; "
+                "n; images only one of them was tested on, e.g. cells it skipped because their "
+                "features failed, are counted under 'only a / only b' and left out). CI: paired "
                 "bootstrap 95% percentile interval of a − b. McNemar: exact binomial below 25 "
                 "discordant images, else chi-square with continuity correction. Fold t: paired "
                 "t-test of per-fold balanced accuracy (Wilcoxon p cannot go below 0.0625 with 5 "
                 "folds). Holm: corrected across the pairs of one criterion.", "",
             ]
-            header = ["Criterion", "A", "B", "n", "BA a", "BA b", "a − b [95% CI]", "McNemar b/c",
+            header = ["Criterion", "A", "B", "n", "only a / only b", "BA a", "BA b", "a − b [95% CI]", "McNemar b/c",
                       "McNemar p (Holm)", "fold t p (Holm)", "Wilcoxon p"]
             md_rows = [[
                 r["criterion"], r["method_a"], r["method_b"], str(r["n_images"]),
+                f"{r['n_only_a']} / {r['n_only_b']}",
                 f"{r['balanced_accuracy_a']:.3f}", f"{r['balanced_accuracy_b']:.3f}",
                 f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                 f"{r['mcnemar_b']}/{r['mcnemar_c']}",
@@ -141,5 +151,11 @@ class PairedStatsReporter(BaseComponent):
                 _fmt_p(r["wilcoxon_p"]),
             ] for r in rows]
             lines += _md_table(header, md_rows) + [""]
+            partial = [r for r in rows if r["criterion"] == "strict" and (r["n_only_a"] or r["n_only_b"])]
+            if partial:
+                lines += ["Not every pair was tested on the same images (n counts the shared ones, the only ones "
+                          "compared): " + "; ".join(
+                              f"{r['method_a']} alone on {r['n_only_a']}, {r['method_b']} alone on {r['n_only_b']}"
+                              for r in partial) + f" (see {FEATURE_FAILURES_FILE}).", ""]
             written.append(run.write_text(f"paired_{split}.md", "\n".join(lines)))
         return written

@@ -59,7 +59,9 @@ class HandcraftedFeatures(TransformerMixin, BaseComponent):
         ``{"min_violet": 20}``); an unknown key raises ``ValueError`` naming it.
     on_segmentation_failure : "fill" writes a row of fill values with ``qc.segmentation_ok = 0``
         and records the failure in ``failures_``; "raise" raises :class:`DataError` naming the
-        image and the reason.
+        image and the reason. In a run, keep "fill" and let the method's ``on_feature_failure``
+        (keep | skip | stop) decide: the runner finds the failed rows with
+        :meth:`failure_reasons` and lists them in ``feature_failures.csv``.
     n_jobs : joblib processes over cells inside ``transform`` (the runner already parallelises
         through its feature cache, hence 1).
     mask_dir : if set, an inspection PNG of every cell's masks is written there.
@@ -95,6 +97,13 @@ class HandcraftedFeatures(TransformerMixin, BaseComponent):
         if not isinstance(self.n_jobs, int) or self.n_jobs == 0:
             raise ValueError(f"n_jobs must be a non-zero integer, got {self.n_jobs!r}")
         return features, segmentation
+
+    def validate_params(self) -> None:
+        """Check every parameter without computing a feature: ``profile``, ``feature_settings``,
+        ``segmentation``, ``on_segmentation_failure`` and ``n_jobs``. Raises ``ValueError``
+        naming the bad one and the valid choices; ``cytocompare validate`` (the protocol's
+        registry check) calls it, so a bad value is reported before any image is read."""
+        self._validate()
 
     def fit(self, images: Any, y: np.ndarray | None = None) -> HandcraftedFeatures:
         """Stateless: validates the parameters and records the feature names."""
@@ -133,3 +142,45 @@ class HandcraftedFeatures(TransformerMixin, BaseComponent):
                 self.failures_.append((i, paths[i], reason))
             out[i] = row
         return out
+
+    def failure_reasons(self, F: np.ndarray, images: Any | None = None) -> list[str | None]:
+        """Which rows of ``F`` (features of this extractor) are failed cells, and why.
+
+        The :class:`cytocompare.protocols.ReportsFeatureFailures` protocol: a row failed
+        when its ``qc.segmentation_ok`` column is 0 (so a matrix read back from the feature cache
+        tells it by itself, and the feature count is unchanged). The cause is the segmentation's
+        own reason ("blank or uniform image: no contrast (...)", "no violet nucleus found
+        (...)"), recovered by segmenting only the failed cells of ``images`` again (deterministic
+        and cheap); without ``images`` it is the generic "cell segmentation failed".
+        """
+        names = self.get_feature_names_out()
+        F = np.asarray(F)
+        if F.ndim != 2 or F.shape[1] != len(names):
+            raise ValueError(f"expected features of shape (n, {len(names)}) from this extractor, got {F.shape}")
+        failed = np.flatnonzero(F[:, names.index(_QC_COLUMN)] < 0.5)
+        reasons: list[str | None] = [None] * F.shape[0]
+        if len(failed):
+            segmentation = SegmentationParams.from_mapping(self.segmentation)
+        for i in failed.tolist():
+            reasons[i] = _GENERIC_FAILURE
+            if images is not None:
+                reasons[i] = _segmentation_reason(images, i, segmentation)
+        return reasons
+
+
+#: the qc column that marks a failed cell (the first column of every profile)
+_QC_COLUMN = "qc.segmentation_ok"
+_GENERIC_FAILURE = "cell segmentation failed (qc.segmentation_ok = 0)"
+
+
+def _segmentation_reason(images: Any, i: int, segmentation: SegmentationParams) -> str:
+    """Why the segmentation of ``images[i]`` fails (its reason, with the prefix of the log)."""
+    from cytocompare_classical.segmentation import segment_cell
+
+    try:
+        seg = segment_cell(images[i], segmentation)
+    except (DataError, OSError, ValueError) as exc:  # the file changed or vanished since: say so
+        return f"{_GENERIC_FAILURE}; the image cannot be segmented again: {exc}"
+    if seg.ok:  # cannot happen for a deterministic segmentation of the same image
+        return _GENERIC_FAILURE
+    return f"cell segmentation failed: {seg.reason}"

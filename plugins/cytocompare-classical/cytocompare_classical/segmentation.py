@@ -247,7 +247,7 @@ def green_thresholds(green: np.ndarray, min_contrast: float) -> tuple[float, flo
     nucleus / cytoplasm and erythrocytes / background); fails on a blank or uniform image."""
     lo, hi = np.percentile(green, [1, 99])
     if hi - lo < min_contrast:
-        raise _Failed(f"no contrast (green spread {hi - lo:.1f} < {min_contrast})")
+        raise _Failed(f"blank or uniform image: no contrast (green spread {hi - lo:.1f} < {min_contrast:g})")
     try:
         t_nuc, t_bg = (float(t) for t in threshold_multiotsu(green, classes=3, nbins=128))
     except ValueError:
