@@ -261,7 +261,6 @@ def test_plugin_version_is_part_of_the_key(tmp_path: Path, monkeypatch: pytest.M
 def test_real_plugin_extractor_key_names_its_distribution() -> None:
     from cytocompare.feature_cache import extractor_version
 
-    pytest.importorskip("cytocompare_example")
     from cytocompare_example.features import ColourStatistics
 
     dist, version = extractor_version(ColourStatistics())
