@@ -362,10 +362,18 @@ class CNNClassifier(BaseComponent):
 
     # ------------------------------------------------------------------ artifacts
 
-    def write_artifacts(self, out_dir: Path, images, y_true, n_cells: int | None = None) -> list[Path]:
-        """Write ``explanations.png`` (image | SmoothGrad | Grad-CAM for ``n_cells`` test cells, one
-        per class first; default: one per class, so no class is left out) and ``umap.png``
-        (+ ``umap.csv``) of the penultimate features by class.
+    def write_artifacts(self, out_dir: Path, images, y_true, n_cells: int | None = None,
+                        n_confusions: int = 6, per_confusion: int = 4) -> list[Path]:
+        """Write the deep arm's explanation figures (Matek et al. 2021, Figs. 5 and 6) for a test set:
+
+        * ``explanations_correct.png``: image | SmoothGrad | Grad-CAM for one *correctly*
+          classified cell per class (the most confident one; the paper's choice), in class order;
+          ``n_cells`` caps the number of rows (default: every class that has a correct cell);
+        * ``misclassified_gallery.png``: the ``n_confusions`` most frequent (true, predicted)
+          confusions, a row each, with up to ``per_confusion`` of its most confident errors;
+        * ``umap.png`` (+ ``umap.csv``): UMAP of the penultimate features by true class;
+        * ``explanations_index.json`` / ``.csv``: which cells the figures show (path, true,
+          predicted, probability), for the report's captions.
 
         Uses :mod:`cytocompare_deep.explain`; needs the ``explain`` extra (captum, grad-cam,
         umap-learn).
@@ -385,29 +393,42 @@ class CNNClassifier(BaseComponent):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         y_true = np.asarray(y_true).astype(str)
-        pred = self.predict(images)
-        chosen = _cells_to_explain(y_true, n_cells)
-        dev = self._device()
-        model = self.model_.to(dev).eval()
-        x_u8 = loading.load_all(images.subset(chosen), int(self.input_size), dev)
-        mean = torch.as_tensor(self.mean_, device=dev).view(1, 3, 1, 1)
-        std = torch.as_tensor(self.std_, device=dev).view(1, 3, 1, 1)
-        x = training.prepare_input(x_u8, mean, std, channels_last=False)
-        class_index = {c: k for k, c in enumerate(self.classes_)}
-        paths = [
-            explain.write_explanations(
-                model,
-                np.stack([images[i] for i in chosen]),
-                x,
-                y_true[chosen].tolist(),
-                pred[chosen].tolist(),
-                out_dir / "explanations.png",
-                models.gradcam_target_layer(model),
-                targets=[class_index[p] for p in pred[chosen]],
-            )
-        ]
-        explain.write_umap(self.embed(images), y_true, out_dir / "umap.png", random_state=int(self.random_state))
+        proba = self.predict_proba(images)
+        top = np.argmax(proba, axis=1)
+        pred = np.asarray(self.classes_[top], dtype=object).astype(str)
+        p_pred = proba[np.arange(len(top)), top]
+        correct = explain.correct_cells(y_true, pred, p_pred)
+        if n_cells is not None:
+            correct = dict(list(correct.items())[: max(0, int(n_cells))])
+        pairs = explain.top_confusions(y_true, pred, n_confusions)
+        wrong = explain.misclassified_cells(y_true, pred, p_pred, pairs, per_confusion)
+        files = {"correct": "explanations_correct.png", "misclassified": "misclassified_gallery.png",
+                 "umap": "umap.png"}
+        paths: list[Path] = []
+        chosen = list(correct.values())
+        if chosen:
+            dev = self._device()
+            model = self.model_.to(dev).eval()
+            x_u8 = loading.load_all(images.subset(chosen), int(self.input_size), dev)
+            mean = torch.as_tensor(self.mean_, device=dev).view(1, 3, 1, 1)
+            std = torch.as_tensor(self.std_, device=dev).view(1, 3, 1, 1)
+            x = training.prepare_input(x_u8, mean, std, channels_last=False)
+            class_index = {c: k for k, c in enumerate(self.classes_)}
+            paths.append(explain.write_explanations(
+                model, np.stack([images[i] for i in chosen]), x, y_true[chosen].tolist(), pred[chosen].tolist(),
+                out_dir / files["correct"], models.gradcam_target_layer(model),
+                targets=[class_index[p] for p in pred[chosen]], probabilities=p_pred[chosen].tolist(),
+            ))
+        else:  # no correctly classified cell at all: nothing to explain, and the index says so
+            files.pop("correct")
+        shown = sorted({i for rows in wrong for i in rows})
+        arrays = {i: images[i] for i in shown}
+        paths.append(explain.write_misclassified_gallery(arrays, pairs, wrong, p_pred, out_dir / files["misclassified"],
+                                                         per_pair=per_confusion))
+        explain.write_umap(self.embed(images), y_true, out_dir / files["umap"], random_state=int(self.random_state))
         paths += [out_dir / "umap.png", out_dir / "umap.csv"]
+        paths += list(explain.write_index(out_dir, [str(q) for q in images.paths], y_true, pred, p_pred,
+                                          correct, pairs, wrong, files))
         return [Path(p) for p in paths]
 
     # ------------------------------------------------------------------ pickling
@@ -430,15 +451,6 @@ class CNNClassifier(BaseComponent):
             model = models.build(self._architecture(), len(self.classes_), width=self.width)
             model.load_state_dict(model_state)
             self.model_ = model.eval()
-
-
-def _cells_to_explain(y_true: np.ndarray, n_cells: int | None) -> list[int]:
-    """Rows to explain: the first cell of each class (sorted), then the others in order, ``n_cells``
-    in all (default: one per class, so no class is left out)."""
-    chosen = [int(np.flatnonzero(y_true == c)[0]) for c in sorted(set(y_true.tolist()))]
-    if n_cells is None:
-        n_cells = len(chosen)
-    return (chosen + [i for i in range(len(y_true)) if i not in chosen])[: min(n_cells, len(y_true))]
 
 
 @contextlib.contextmanager

@@ -4,6 +4,11 @@
   ``NoiseTunnel(Saliency(model))``.
 * :func:`gradcam_maps`: Grad-CAM (Selvaraju et al. 2017) through ``pytorch_grad_cam.GradCAM``.
 * :func:`write_explanations`: one PNG, rows = cells, columns = image | SmoothGrad | Grad-CAM.
+* :func:`correct_cells`, :func:`top_confusions`, :func:`misclassified_cells`: which test cells
+  the figures show (one correctly classified cell per class, as in the paper's Fig. 5; the most
+  frequent (true, predicted) confusions).
+* :func:`write_misclassified_gallery`: one PNG, a row per confusion, its most confident errors.
+* :func:`write_index`: ``explanations_index.json`` + ``.csv``, the cells each figure used.
 * :func:`write_umap`: UMAP (McInnes et al. 2018) of penultimate features coloured by class,
   plus the 2-D coordinates as CSV.
 
@@ -21,7 +26,9 @@ This module imports torch, captum and pytorch_grad_cam (the ``explain`` extra); 
 from __future__ import annotations
 
 import csv
+import json
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +39,8 @@ from torch import nn
 
 from cytocompare_deep.models import gradcam_target_layer
 
-__all__ = ["gradcam_maps", "smoothgrad_maps", "write_explanations", "write_umap"]
+__all__ = ["correct_cells", "gradcam_maps", "misclassified_cells", "smoothgrad_maps", "top_confusions",
+           "write_explanations", "write_index", "write_misclassified_gallery", "write_umap"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,6 +231,7 @@ def write_explanations(
     targets: Sequence[int] | None = None,
     n_samples: int = 25,
     noise_level: float = 0.15,
+    probabilities: Sequence[float] | None = None,
     dpi: int = 110,
 ) -> Path:
     """One PNG: a row per cell with the image, its SmoothGrad overlay and its Grad-CAM overlay.
@@ -245,6 +254,8 @@ def write_explanations(
         Class indices to explain; the model's predictions (argmax) when ``None``.
     n_samples, noise_level : int, float
         SmoothGrad settings, see :func:`smoothgrad_maps`.
+    probabilities : sequence of float or None
+        The predicted class's probability per cell, shown in the title when given.
     dpi : int
         Figure resolution.
 
@@ -276,7 +287,8 @@ def write_explanations(
     for i in range(n):
         ok = labels_true[i] == labels_pred[i]
         axes[i, 0].imshow(images[i])
-        axes[i, 0].set_title(f"true {labels_true[i]} / pred {labels_pred[i]}", fontsize=9,
+        p = "" if probabilities is None else f" (p={float(probabilities[i]):.2f})"
+        axes[i, 0].set_title(f"true {labels_true[i]} / pred {labels_pred[i]}{p}", fontsize=9,
                              color="black" if ok else "firebrick")
         # SmoothGrad is sparse and speckled: shown as a heat map over a dimmed grey copy of the cell.
         grey = images[i].mean(axis=2) / 255.0
@@ -295,6 +307,159 @@ def write_explanations(
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# which cells the figures show
+# ------------------------------------------------------------------------------------------------
+def correct_cells(y_true: Sequence[str], y_pred: Sequence[str], p_pred: Sequence[float],
+                  class_order: Sequence[str] | None = None) -> dict[str, int]:
+    """One correctly classified cell per class (the paper's choice for Fig. 5): the most confident.
+
+    Parameters
+    ----------
+    y_true, y_pred : sequence of str
+        True and predicted class per cell.
+    p_pred : sequence of float
+        Probability the model gave its prediction, per cell.
+    class_order : sequence of str or None
+        Order of the result; default: sorted classes of ``y_true``.
+
+    Returns
+    -------
+    dict
+        class -> row index of its correctly classified cell with the highest ``p_pred`` (the first
+        such row on ties). A class none of whose cells was classified correctly is absent.
+    """
+    t, p, prob = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str), np.asarray(p_pred, float)
+    order = list(class_order) if class_order is not None else sorted(set(t.tolist()))
+    out: dict[str, int] = {}
+    for cls in order:
+        rows = np.flatnonzero((t == cls) & (p == cls))
+        if len(rows):
+            out[cls] = int(rows[np.argmax(prob[rows])])  # argmax: first row on ties
+    return out
+
+
+def top_confusions(y_true: Sequence[str], y_pred: Sequence[str], k: int = 6) -> list[tuple[str, str, int]]:
+    """The ``k`` most frequent (true, predicted) pairs with true != predicted, as
+    ``(true, predicted, count)``, most frequent first; ties in alphabetical order of the pair."""
+    pairs = Counter((str(a), str(b)) for a, b in zip(y_true, y_pred) if str(a) != str(b))
+    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(a, b, int(n)) for (a, b), n in ranked[: max(0, int(k))]]
+
+
+def misclassified_cells(y_true: Sequence[str], y_pred: Sequence[str], p_pred: Sequence[float],
+                        pairs: Sequence[tuple[str, str, int]], per_pair: int = 4) -> list[list[int]]:
+    """For each (true, predicted, count) pair, up to ``per_pair`` row indices of such cells, most
+    confident error first (highest ``p_pred``; the earlier row on ties)."""
+    t, p, prob = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str), np.asarray(p_pred, float)
+    out = []
+    for a, b, _ in pairs:
+        rows = np.flatnonzero((t == a) & (p == b))
+        rows = rows[np.argsort(-prob[rows], kind="stable")]
+        out.append([int(i) for i in rows[: max(0, int(per_pair))]])
+    return out
+
+
+def write_misclassified_gallery(
+    images: Sequence[np.ndarray],
+    pairs: Sequence[tuple[str, str, int]],
+    cells: Sequence[Sequence[int]],
+    p_pred: Sequence[float],
+    out_path: Path | str,
+    *,
+    per_pair: int = 4,
+    dpi: int = 110,
+) -> Path:
+    """One PNG (the paper's Fig. 6 idea): a row per confusion titled "true BLA → predicted PMO
+    (n=12)", with up to ``per_pair`` of its cells, each captioned with the predicted class's
+    probability. ``images[i]`` is the (H, W, 3) uint8 image of row ``i``; ``pairs`` and ``cells``
+    come from :func:`top_confusions` and :func:`misclassified_cells`. With no confusion at all the
+    figure says so (the file exists either way, so a report's link resolves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(pairs) != len(cells):
+        raise ValueError(f"{len(pairs)} pairs but {len(cells)} cell lists")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not pairs:
+        fig = plt.figure(figsize=(6, 1.2))
+        fig.text(0.5, 0.5, "No misclassified cells in this test set.", ha="center", va="center")
+        fig.savefig(out, dpi=dpi)
+        plt.close(fig)
+        return out
+    ncols = max(1, min(int(per_pair), max(len(c) for c in cells)))
+    fig = plt.figure(figsize=(2.2 * ncols, 2.65 * len(pairs)))
+    subfigs = np.atleast_1d(fig.subfigures(len(pairs), 1))
+    for sub, (a, b, n), rows in zip(subfigs, pairs, cells):
+        sub.suptitle(f"true {a} \u2192 predicted {b} (n={n})", fontsize=10)
+        axes = np.atleast_1d(sub.subplots(1, ncols))
+        for j, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(rows):
+                ax.imshow(np.asarray(images[rows[j]]))
+                ax.set_xlabel(f"p({b})={float(p_pred[rows[j]]):.2f}", fontsize=8)
+            else:
+                ax.axis("off")
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def write_index(
+    out_dir: Path | str,
+    paths: Sequence[str],
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    p_pred: Sequence[float],
+    correct: dict[str, int],
+    pairs: Sequence[tuple[str, str, int]],
+    cells: Sequence[Sequence[int]],
+    files: dict[str, str],
+) -> tuple[Path, Path]:
+    """``explanations_index.json`` and ``explanations_index.csv`` in ``out_dir``: which cells each
+    figure shows (path, true, predicted, probability of the prediction), so a report can caption
+    them.
+
+    The JSON holds ``files`` (figure -> file name), ``correct`` (one entry per shown class, in row
+    order), ``classes_without_correct_cell`` and ``misclassified`` (one entry per confusion with its
+    ``count`` and ``cells``). The CSV has one row per shown cell: ``figure, row, column, path,
+    true, predicted, probability, pair_count``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def cell(i: int) -> dict:
+        return {"path": str(paths[i]), "true": str(y_true[i]), "predicted": str(y_pred[i]),
+                "probability": round(float(p_pred[i]), 6)}
+
+    shown = sorted(set(map(str, y_true)))
+    doc = {
+        "files": dict(files),
+        "correct": [{"class": c, **cell(i)} for c, i in correct.items()],
+        "classes_without_correct_cell": [c for c in shown if c not in correct],
+        "misclassified": [{"true": a, "predicted": b, "count": int(n), "cells": [cell(i) for i in rows]}
+                          for (a, b, n), rows in zip(pairs, cells)],
+    }
+    jpath = out_dir / "explanations_index.json"
+    jpath.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    cpath = out_dir / "explanations_index.csv"
+    with cpath.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["figure", "row", "column", "path", "true", "predicted", "probability", "pair_count"])
+        for r, e in enumerate(doc["correct"]):
+            w.writerow([files.get("correct", ""), r, 0, e["path"], e["true"], e["predicted"],
+                        f"{e['probability']:.6g}", ""])
+        for r, m in enumerate(doc["misclassified"]):
+            for c, e in enumerate(m["cells"]):
+                w.writerow([files.get("misclassified", ""), r, c, e["path"], e["true"], e["predicted"],
+                            f"{e['probability']:.6g}", m["count"]])
+    return jpath, cpath
 
 
 # Up to 10 classes: tab10 (every colour distinct; tab20 pairs near-identical shades). The

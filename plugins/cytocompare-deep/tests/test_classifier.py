@@ -104,10 +104,3 @@ def test_classifier_module_imports_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
-
-def test_cells_to_explain_take_one_per_class_first():
-    y = np.array(["b", "a", "b", "c", "a"])
-    assert C._cells_to_explain(y, None) == [1, 0, 3]
-    assert C._cells_to_explain(y, 4) == [1, 0, 3, 2]
-    assert C._cells_to_explain(y, 99) == [1, 0, 3, 2, 4]
-    assert C._cells_to_explain(y, 1) == [1]
