@@ -418,6 +418,7 @@ class CNNClassifier(BaseComponent):
                 model, np.stack([images[i] for i in chosen]), x, y_true[chosen].tolist(), pred[chosen].tolist(),
                 out_dir / files["correct"], models.gradcam_target_layer(model),
                 targets=[class_index[p] for p in pred[chosen]], probabilities=p_pred[chosen].tolist(),
+                title=_correct_cells_title(y_true, correct),
             ))
         else:  # no correctly classified cell at all: nothing to explain, and the index says so
             files.pop("correct")
@@ -451,6 +452,13 @@ class CNNClassifier(BaseComponent):
             model = models.build(self._architecture(), len(self.classes_), width=self.width)
             model.load_state_dict(model_state)
             self.model_ = model.eval()
+
+
+def _correct_cells_title(y_true: np.ndarray, correct: dict[str, int]) -> str:
+    """Title of ``explanations_correct.png``: what was chosen, and the classes without such a cell."""
+    missing = sorted(set(y_true.tolist()) - set(correct))
+    title = "One correctly classified test cell per class (the most confident)"
+    return title + (f"\nno correctly classified cell: {', '.join(missing)}" if missing else "")
 
 
 @contextlib.contextmanager

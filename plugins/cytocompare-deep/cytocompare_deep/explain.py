@@ -232,6 +232,7 @@ def write_explanations(
     n_samples: int = 25,
     noise_level: float = 0.15,
     probabilities: Sequence[float] | None = None,
+    title: str | None = None,
     dpi: int = 110,
 ) -> Path:
     """One PNG: a row per cell with the image, its SmoothGrad overlay and its Grad-CAM overlay.
@@ -256,6 +257,8 @@ def write_explanations(
         SmoothGrad settings, see :func:`smoothgrad_maps`.
     probabilities : sequence of float or None
         The predicted class's probability per cell, shown in the title when given.
+    title : str or None
+        Figure title (e.g. which cells were chosen, and which classes had none).
     dpi : int
         Figure resolution.
 
@@ -297,10 +300,13 @@ def write_explanations(
         axes[i, 1].set_title("SmoothGrad", fontsize=9)
         axes[i, 2].imshow(images[i])
         axes[i, 2].imshow(cams[i], cmap="jet", vmin=0, vmax=1, alpha=0.45)
-        axes[i, 2].set_title("Grad-CAM", fontsize=9)
+        # an all-zero map (ReLU clipped everything, see gradcam_maps) is said, not shown as "no heat"
+        axes[i, 2].set_title("Grad-CAM" if cams[i].max() > 0 else "Grad-CAM (map all 0)", fontsize=9)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -393,11 +399,12 @@ def write_misclassified_gallery(
         plt.close(fig)
         return out
     ncols = max(1, min(int(per_pair), max(len(c) for c in cells)))
-    fig = plt.figure(figsize=(2.2 * ncols, 2.65 * len(pairs)))
+    fig = plt.figure(figsize=(max(2.1 * ncols, 4.2), 2.5 * len(pairs)))
     subfigs = np.atleast_1d(fig.subfigures(len(pairs), 1))
     for sub, (a, b, n), rows in zip(subfigs, pairs, cells):
-        sub.suptitle(f"true {a} \u2192 predicted {b} (n={n})", fontsize=10)
+        sub.suptitle(f"true {a} \u2192 predicted {b} (n={n})", fontsize=10, y=0.97)
         axes = np.atleast_1d(sub.subplots(1, ncols))
+        sub.subplots_adjust(left=0.03, right=0.97, top=0.86, bottom=0.1, wspace=0.08)
         for j, ax in enumerate(axes):
             ax.set_xticks([])
             ax.set_yticks([])

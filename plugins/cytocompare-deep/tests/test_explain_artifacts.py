@@ -151,3 +151,11 @@ def test_write_artifacts_on_real_cells_real_umap(trained, tmp_path: Path) -> Non
     clf, test = trained
     out = tmp_path / "art"
     _check_artifacts(out, clf, test, clf.write_artifacts(out, test, test.labels))
+
+
+def test_correct_cells_title_names_the_missing_classes() -> None:
+    from cytocompare_deep.classifier import _correct_cells_title
+
+    y = np.array(["A", "B", "C"])
+    assert _correct_cells_title(y, {"A": 0, "B": 1, "C": 2}).count("\n") == 0
+    assert _correct_cells_title(y, {"B": 1}).endswith("no correctly classified cell: A, C")
