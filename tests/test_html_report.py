@@ -137,6 +137,21 @@ def test_per_class_paired_rendered_when_present(run: RunDir, html: str, tmp_path
     other = make_synthetic_run(tmp_path / "run", n_folds=2)
     HtmlReporter().report(other.path)
     assert "recall differences" not in (other.path / "index.html").read_text()
+    assert "no paired comparison" not in html  # two methods: compared
+
+
+def test_one_method_says_there_is_no_comparison(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path / "run", n_folds=2)
+    for f in (run.path / "predictions" / "deep").rglob("*"):
+        if f.is_file():
+            f.unlink()
+    info = run.read_json("run.json")
+    del info["methods"]["deep"]
+    run.write_json("run.json", info)
+    HtmlReporter().report(run.path)
+    html = (run.path / "index.html").read_text()
+    assert html.count("One method on this split: no paired comparison.") == 2
+    assert _unresolved(run.path) == []
 
 
 # ------------------------------------------------------------------ the tables
