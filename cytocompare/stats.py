@@ -296,7 +296,7 @@ def compare_methods(
 #: columns of metrics/paired_per_class_<split>.csv (the reporter puts ``criterion`` first)
 PAIRED_PER_CLASS_COLUMNS = [
     "method_a", "method_b", "class", "n", "recall_a", "recall_b", "diff", "ci_low", "ci_high",
-    "mcnemar_b", "mcnemar_c", "p", "p_holm",
+    "mcnemar_b", "mcnemar_c", "p", "p_holm", "newcombe_low", "newcombe_high",
 ]
 
 
@@ -335,6 +335,45 @@ def recall_diff_ci(
                         confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     ci = res.confidence_interval
     return BootstrapResult(diff, float(ci.low), float(ci.high))
+
+
+def newcombe_paired_ci(
+    correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray, *, confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Newcombe's square-and-add interval (1998, method 10) for recall(a) − recall(b) on paired images.
+
+    From the Wilson score intervals of both proportions (statsmodels'
+    ``proportion_confint(method="wilson")``) and the correlation ``phi`` of the paired 2×2 table
+    (both right ``e``, only a ``f``, only b ``g``, neither ``h``; ``A = e h − f g``:
+    ``phi = (A − n/2) / sqrt(...)`` when ``A > n/2``, 0 when ``0 ≤ A ≤ n/2``, ``A / sqrt(...)`` when
+    ``A < 0``, 0 when a margin is empty). No resampling, so it needs no seed; (NaN, NaN) for no image.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b differ in shape: {a.shape} vs {b.shape}")
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan")
+    e, f, g, h = (int(np.sum(x)) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
+    p1, p2 = (e + f) / n, (e + g) / n
+    alpha = 1 - confidence
+    l1, u1 = proportion_confint(e + f, n, alpha=alpha, method="wilson")
+    l2, u2 = proportion_confint(e + g, n, alpha=alpha, method="wilson")
+    margins = (e + f) * (g + h) * (e + g) * (f + h)
+    big_a = e * h - f * g
+    phi = 0.0
+    if margins > 0:
+        if big_a > n / 2:
+            phi = (big_a - n / 2) / np.sqrt(margins)
+        elif big_a < 0:
+            phi = big_a / np.sqrt(margins)
+    d = p1 - p2
+    low = d - np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    high = d + np.sqrt(max((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2, 0.0))
+    return float(low), float(high)
 
 
 def mcnemar_exact(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray) -> McNemarResult:
@@ -378,7 +417,8 @@ def per_class_pair(
     image are left out): ``n`` images, ``recall_a``, ``recall_b``, ``diff`` = a − b with its
     paired bootstrap CI (:func:`recall_diff_ci`), exact McNemar ``mcnemar_b`` / ``mcnemar_c`` /
     ``p`` (:func:`mcnemar_exact`) and ``p_holm``, Holm-corrected across the classes
-    (:func:`holm_adjust`).
+    (:func:`holm_adjust`), and Newcombe's interval ``newcombe_low`` / ``newcombe_high``
+    (:func:`newcombe_paired_ci`).
     """
     t = np.asarray(truth).astype(str)
     ok_a = np.asarray(correct_a, dtype=bool)
@@ -393,12 +433,14 @@ def per_class_pair(
             continue
         boot = recall_diff_ci(ok_a[sel], ok_b[sel], n_boot=n_boot, confidence=confidence, seed=seed)
         mc = mcnemar_exact(ok_a[sel], ok_b[sel])
+        nc_low, nc_high = newcombe_paired_ci(ok_a[sel], ok_b[sel], confidence=confidence)
         rows.append({
             "class": cls, "n": int(sel.sum()),
             "recall_a": float(ok_a[sel].mean()), "recall_b": float(ok_b[sel].mean()),
             "diff": boot.diff, "ci_low": boot.low, "ci_high": boot.high,
             "mcnemar_b": mc.b, "mcnemar_c": mc.c, "p": mc.p_value,
         })
+        rows[-1]["newcombe_low"], rows[-1]["newcombe_high"] = nc_low, nc_high
     for r, v in zip(rows, holm_adjust([r["p"] for r in rows]), strict=True):
         r["p_holm"] = float(v)
     return rows

@@ -22,6 +22,7 @@ from cytocompare.stats import (
     holm_adjust,
     mcnemar,
     mcnemar_exact,
+    newcombe_paired_ci,
     per_class_pair,
     recall_diff_ci,
 )
@@ -69,6 +70,27 @@ def test_recall_diff_ci_hand_worked_edge_cases() -> None:
         recall_diff_ci([True, False], [True])
 
 
+# ------------------------------------------------------------------ Newcombe
+def _paired(e: int, f: int, g: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image correctness from a paired 2x2 table: both right e, only a f, only b g, neither h."""
+    a = np.array([1] * e + [1] * f + [0] * g + [0] * h, bool)
+    b = np.array([1] * e + [0] * f + [1] * g + [0] * h, bool)
+    return a, b
+
+
+def test_newcombe_paired_ci_published_value() -> None:
+    # Fagerland, Lydersen & Laake (2017), ch. 8, Cavo et al. (2012): table [[59, 6], [16, 80]],
+    # Newcombe square-and-add: -0.0621 (95% CI -0.1186 to -0.0046)
+    low, high = newcombe_paired_ci(*_paired(59, 6, 16, 80))
+    assert (low, high) == pytest.approx((-0.1186, -0.0046), abs=1e-4)
+    # swapping the methods mirrors the interval
+    assert newcombe_paired_ci(*_paired(59, 16, 6, 80)) == pytest.approx((0.0046, 0.1186), abs=1e-4)
+    # identical calls (f = g = 0, phi from A = e*h > n/2): symmetric around 0
+    lo0, hi0 = newcombe_paired_ci(*_paired(10, 0, 0, 10))
+    assert lo0 == pytest.approx(-hi0) and 0 < hi0 < 0.2
+    assert all(np.isnan(newcombe_paired_ci([], [])))
+
+
 # ------------------------------------------------------------------ McNemar and Holm
 def test_mcnemar_exact_hand_worked_and_against_scipy() -> None:
     # b = 7 images only a right, c = 1 only b right: p = 2 * P(X <= 1 | 8, 1/2) = 2 * 9/256
@@ -106,6 +128,8 @@ def test_per_class_pair_hand_worked() -> None:
     assert (lyt["mcnemar_b"], lyt["mcnemar_c"], lyt["p"]) == (0, 1, 1.0)
     assert eos["p_holm"] == pytest.approx(min(1, 2 * 2 / 2**8)) and lyt["p_holm"] == 1.0
     assert eos["ci_low"] <= 0.8 <= eos["ci_high"] and eos["ci_high"] == pytest.approx(1.0)
+    assert (eos["newcombe_low"], eos["newcombe_high"]) == pytest.approx(newcombe_paired_ci(ok_a[:10], ok_b[:10]))
+    assert eos["newcombe_low"] < 0.8 < eos["newcombe_high"]
     assert set(PAIRED_PER_CLASS_COLUMNS) - {"method_a", "method_b"} == set(eos)
 
 

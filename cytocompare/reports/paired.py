@@ -73,7 +73,8 @@ def _per_class_lines(rows: list[dict], names: Mapping[str, str]) -> list[str]:
         "methods, stratified by class: each class is resampled within itself; percentile interval, "
         "`scipy.stats.bootstrap`). p: exact McNemar test on the images of the class (b = only a right, "
         "c = only b right), Holm-corrected across the classes of one pair and criterion. "
-        f"\"Beats\" means Holm p < {ALPHA}.", "",
+        f"\"Beats\" means Holm p < {ALPHA}. `metrics/paired_per_class_<split>.csv` also gives "
+        "Newcombe's square-and-add interval (Wilson-based, no resampling) beside the bootstrap one.", "",
     ]
     for criterion in ("strict", "tolerant"):
         sub = [r for r in rows if r["criterion"] == criterion]
