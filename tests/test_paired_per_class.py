@@ -231,3 +231,22 @@ def test_reporter_writes_the_per_class_table_and_keeps_the_overall_one(tmp_path:
     lo, hi = float(eos["ci_low"]), float(eos["ci_high"])
     assert f"ref beats weak on EOS (Eosinophil) by 0.83 [{lo:.2f}, {hi:.2f}], Holm p = 0.004 (n = 12)" in md
     assert "| ref | weak | LYT (Lymphocyte) | 12 |" in md
+    assert "[metrics/paired_per_class_cv.csv](metrics/paired_per_class_cv.csv)" in md
+
+
+def test_reporter_names_the_largest_difference_when_none_is_clear(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    truth = np.array(["EOS"] * 4 + ["LYT"] * 4)
+    preds = {"ref": truth.copy(), "weak": truth.copy()}
+    preds["weak"][:2] = "LYT"  # 2 of 4 EOS wrong: exact p = 0.5, no clear difference
+    preds["weak"][4] = "EOS"
+    for m, p in preds.items():
+        run.write_predictions(m, "ho", 0, images=np.arange(8), paths=[f"{i}.png" for i in range(8)], truth=truth,
+                              prediction=p)
+    run.write_json("run.json", {"labels": ["EOS", "LYT"], "tolerated_pairs": [], "no_call_classes": [],
+                                "methods": {"ref": {}, "weak": {}}, "splits": {"ho": {"kind": "holdout", "n_folds": 1}}})
+    PairedStatsReporter(n_boot=200).report(run.path)
+    md = (run.path / "paired_ho.md").read_text()
+    assert "No class differs clearly" in md
+    assert "The largest difference: ref is ahead of weak on EOS" in md and "by 0.50" in md
+    assert "not a clear difference (Holm p = 1.000, n = 4)" in md  # p = 0.5, Holm over 2 classes: 1.0

@@ -65,7 +65,7 @@ def describe_per_class(row: Mapping, names: Mapping[str, str] | None = None, *, 
     return f"{a} is ahead of {b} on {label} by {text}, not a clear difference (Holm p = {p}, {n})"
 
 
-def _per_class_lines(rows: list[dict], names: Mapping[str, str]) -> list[str]:
+def _per_class_lines(rows: list[dict], names: Mapping[str, str], split: str) -> list[str]:
     lines = [
         "## Per class", "",
         "Recall of each class on the images of that class both methods were tested on (n). "
@@ -73,7 +73,10 @@ def _per_class_lines(rows: list[dict], names: Mapping[str, str]) -> list[str]:
         "methods, stratified by class: each class is resampled within itself; percentile interval, "
         "`scipy.stats.bootstrap`). p: exact McNemar test on the images of the class (b = only a right, "
         "c = only b right), Holm-corrected across the classes of one pair and criterion. "
-        f"\"Beats\" means Holm p < {ALPHA}. `metrics/paired_per_class_<split>.csv` also gives "
+        f"\"Beats\" means Holm p < {ALPHA}. The intervals are per class, not corrected for the number of "
+        "classes, and a percentile bootstrap on few images is on the narrow side: an interval that "
+        "misses 0 with a large Holm p is not a clear difference. "
+        f"[metrics/paired_per_class_{split}.csv](metrics/paired_per_class_{split}.csv) also gives "
         "Newcombe's square-and-add interval (Wilson-based, no resampling) beside the bootstrap one.", "",
     ]
     for criterion in ("strict", "tolerant"):
@@ -86,6 +89,9 @@ def _per_class_lines(rows: list[dict], names: Mapping[str, str]) -> list[str]:
             lines += [f"* {describe_per_class(r, names)}" for r in clear] + [""]
         else:
             lines += [f"No class differs clearly between any two methods (every Holm p ≥ {ALPHA}).", ""]
+            biggest = max((r for r in sub if r["diff"] != 0), key=lambda r: abs(r["diff"]), default=None)
+            if biggest is not None:
+                lines += [f"The largest difference: {describe_per_class(biggest, names)}.", ""]
         header = ["A", "B", "Class", "n", "recall a", "recall b", "a − b [95% CI]", "McNemar b/c", "p (Holm)"]
         md_rows = [[
             r["method_a"], r["method_b"],
@@ -165,6 +171,6 @@ class PairedStatsReporter(BaseComponent):
                               for r in partial) + f" (see {FEATURE_FAILURES_FILE}).", ""]
             if per_class:
                 names = class_names(run, sorted({r["class"] for r in per_class}))
-                lines += _per_class_lines(per_class, names)
+                lines += _per_class_lines(per_class, names, split)
             written.append(run.write_text(f"paired_{split}.md", "\n".join(lines)))
         return written
