@@ -25,7 +25,7 @@ import numpy as np
 
 from cytocompare.protocols import EvaluationContext
 from cytocompare.rundir import RunDir
-from cytocompare.stats import MethodPredictions, compare_methods
+from cytocompare.stats import MethodPredictions, compare_methods, compare_methods_per_class
 from cytocompare.tolerance import ToleranceMap
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -261,6 +261,26 @@ def paired_comparisons(
         raise ValueError(f"split {split!r}: {exc}") from None
 
 
+def paired_per_class(
+    run: RunDir, split: str, *, n_boot: int = 2000, seed: int = 0, tolerant: bool = False
+) -> list[dict]:
+    """Per-class recall differences of every pair of methods on the images of ``split`` both were
+    tested on (:func:`cytocompare.stats.compare_methods_per_class` on :func:`pooled_predictions`;
+    methods in run order, classes in :func:`display_order`, the run's tolerated pairs when
+    ``tolerant``). One dict per pair and class with the keys of
+    :data:`cytocompare.stats.PAIRED_PER_CLASS_COLUMNS`; what the paired-stats reporter writes to
+    ``metrics/paired_per_class_<split>.csv`` and what a chart or page can draw from directly.
+    """
+    tol = ToleranceMap(run.tolerated_pairs()) if tolerant else None
+    pooled = {m: pooled_predictions(run, m, split) for m in run.methods()}
+    seen = {t for p in pooled.values() for t in p.truth.tolist()}
+    try:
+        return compare_methods_per_class(pooled, classes=display_order(run, seen), n_boot=n_boot, seed=seed,
+                                         tolerance=tol)
+    except ValueError as exc:
+        raise ValueError(f"split {split!r}: {exc}") from None
+
+
 # ---------------------------------------------------------------------------- the one path
 def evaluate_and_report(
     run: RunDir | str | Path,
@@ -324,6 +344,7 @@ __all__ = [
     "evaluate_run",
     "evaluates_split",
     "paired_comparisons",
+    "paired_per_class",
     "pooled_predictions",
     "recorded_names",
     "runs_last",

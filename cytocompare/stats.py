@@ -2,7 +2,8 @@
 
 Every method of a run is tested on the images of the same split plan, so comparisons can be
 *paired*: per image (McNemar's test, paired bootstrap) and per fold (paired t-test, Wilcoxon
-signed-rank test). Only the images *both* methods were tested on are paired: a method may have
+signed-rank test), overall (balanced accuracy) and per class (recall; :func:`compare_methods_per_class`).
+Only the images *both* methods were tested on are paired: a method may have
 left some out (``on_feature_failure: skip``, a fold not yet run), and every row says how many
 images each method was tested on alone (``n_only_a``, ``n_only_b``), which the comparison
 ignores. See docs/metrics.md. Reading the predictions of a run directory is
@@ -289,3 +290,197 @@ def compare_methods(
         for r, v in zip(rows, adj, strict=True):
             r[f"{col}_holm"] = float(v)
     return rows
+
+
+# ---------------------------------------------------------------------------- per class
+#: columns of metrics/paired_per_class_<split>.csv (the reporter puts ``criterion`` first)
+PAIRED_PER_CLASS_COLUMNS = [
+    "method_a", "method_b", "class", "n", "recall_a", "recall_b", "diff", "ci_low", "ci_high",
+    "mcnemar_b", "mcnemar_c", "p", "p_holm", "newcombe_low", "newcombe_high",
+]
+
+
+def _mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def recall_diff_ci(
+    correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray, *,
+    n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+) -> BootstrapResult:
+    """Paired bootstrap CI of recall(a) − recall(b) on the images of one class.
+
+    ``correct_a[i]`` / ``correct_b[i]``: did a / b classify image i (all of one true class)
+    correctly. The images are resampled with replacement, the same resample for both methods
+    (:func:`scipy.stats.bootstrap` with ``paired=True``, vectorised, percentile interval,
+    ``rng=numpy.random.default_rng(seed)``). Resampling every class within itself (a bootstrap
+    stratified by class) leaves class c's recall depending on class c's resample alone, so this
+    *is* the class-stratified bootstrap for one class.
+
+    With fewer than 2 images the interval is NaN (``diff`` is still given).
+    """
+    a = np.asarray(correct_a, dtype=float)
+    b = np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"correct_a and correct_b must be 1-d of the same length: {a.shape} vs {b.shape}")
+    nan = float("nan")
+    if len(a) == 0:
+        return BootstrapResult(nan, nan, nan)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2:
+        return BootstrapResult(diff, nan, nan)
+    if np.all(a == a[0]) and np.all(b == b[0]):  # every resample gives the same difference
+        return BootstrapResult(diff, diff, diff)
+    res = sps.bootstrap((a, b), _mean_diff, paired=True, vectorized=True, n_resamples=n_boot,
+                        confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    ci = res.confidence_interval
+    return BootstrapResult(diff, float(ci.low), float(ci.high))
+
+
+def newcombe_paired_ci(
+    correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray, *, confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Newcombe's square-and-add interval (1998, method 10) for recall(a) − recall(b) on paired images.
+
+    From the Wilson score intervals of both proportions (statsmodels'
+    ``proportion_confint(method="wilson")``) and the correlation ``phi`` of the paired 2×2 table
+    (both right ``e``, only a ``f``, only b ``g``, neither ``h``; ``A = e h − f g``:
+    ``phi = (A − n/2) / sqrt(...)`` when ``A > n/2``, 0 when ``0 ≤ A ≤ n/2``, ``A / sqrt(...)`` when
+    ``A < 0``, 0 when a margin is empty). No resampling, so it needs no seed; (NaN, NaN) for no image.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b differ in shape: {a.shape} vs {b.shape}")
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan")
+    e, f, g, h = (int(np.sum(x)) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
+    p1, p2 = (e + f) / n, (e + g) / n
+    alpha = 1 - confidence
+    l1, u1 = proportion_confint(e + f, n, alpha=alpha, method="wilson")
+    l2, u2 = proportion_confint(e + g, n, alpha=alpha, method="wilson")
+    margins = (e + f) * (g + h) * (e + g) * (f + h)
+    big_a = e * h - f * g
+    phi = 0.0
+    if margins > 0:
+        if big_a > n / 2:
+            phi = (big_a - n / 2) / np.sqrt(margins)
+        elif big_a < 0:
+            phi = big_a / np.sqrt(margins)
+    d = p1 - p2
+    low = d - np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    high = d + np.sqrt(max((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2, 0.0))
+    return float(low), float(high)
+
+
+def mcnemar_exact(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray) -> McNemarResult:
+    """Exact McNemar test (statsmodels' ``mcnemar(table, exact=True)``: two-sided binomial test
+    of ``b`` out of ``b + c`` against 0.5); ``b`` = images only a got right, ``c`` = only b.
+    ``p = 1`` when ``b + c == 0``."""
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+    a = np.asarray(correct_a, dtype=bool)
+    bb = np.asarray(correct_b, dtype=bool)
+    if a.shape != bb.shape:
+        raise ValueError(f"correct_a and correct_b differ in shape: {a.shape} vs {bb.shape}")
+    b = int(np.sum(a & ~bb))
+    c = int(np.sum(~a & bb))
+    if b + c == 0:
+        return McNemarResult(b, c, 1.0)
+    table = [[int(np.sum(a & bb)), b], [c, int(np.sum(~a & ~bb))]]
+    return McNemarResult(b, c, min(float(sm_mcnemar(table, exact=True).pvalue), 1.0))
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p values by statsmodels' ``multipletests(method="holm")``; NaN entries stay
+    NaN and do not count as tests (:func:`holm` is the hand-written reference)."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
+
+
+def per_class_pair(
+    truth: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, classes: Sequence[str] | None = None, *,
+    n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+) -> list[dict]:
+    """Per-class paired comparison of two methods on the same images (pure; no method names).
+
+    For each class (``classes`` in that order, default the sorted truth values; classes with no
+    image are left out): ``n`` images, ``recall_a``, ``recall_b``, ``diff`` = a − b with its
+    paired bootstrap CI (:func:`recall_diff_ci`), exact McNemar ``mcnemar_b`` / ``mcnemar_c`` /
+    ``p`` (:func:`mcnemar_exact`) and ``p_holm``, Holm-corrected across the classes
+    (:func:`holm_adjust`), and Newcombe's interval ``newcombe_low`` / ``newcombe_high``
+    (:func:`newcombe_paired_ci`).
+    """
+    t = np.asarray(truth).astype(str)
+    ok_a = np.asarray(correct_a, dtype=bool)
+    ok_b = np.asarray(correct_b, dtype=bool)
+    if not (t.shape == ok_a.shape == ok_b.shape):
+        raise ValueError("truth, correct_a and correct_b must have the same length")
+    order = list(classes) if classes is not None else sorted(set(t.tolist()))
+    rows = []
+    for cls in order:
+        sel = t == cls
+        if not sel.any():
+            continue
+        boot = recall_diff_ci(ok_a[sel], ok_b[sel], n_boot=n_boot, confidence=confidence, seed=seed)
+        mc = mcnemar_exact(ok_a[sel], ok_b[sel])
+        nc_low, nc_high = newcombe_paired_ci(ok_a[sel], ok_b[sel], confidence=confidence)
+        rows.append({
+            "class": cls, "n": int(sel.sum()),
+            "recall_a": float(ok_a[sel].mean()), "recall_b": float(ok_b[sel].mean()),
+            "diff": boot.diff, "ci_low": boot.low, "ci_high": boot.high,
+            "mcnemar_b": mc.b, "mcnemar_c": mc.c, "p": mc.p_value,
+        })
+        rows[-1]["newcombe_low"], rows[-1]["newcombe_high"] = nc_low, nc_high
+    for r, v in zip(rows, holm_adjust([r["p"] for r in rows]), strict=True):
+        r["p_holm"] = float(v)
+    return rows
+
+
+def compare_methods_per_class(
+    methods: Mapping[str, MethodPredictions], *, classes: Sequence[str] | None = None,
+    n_boot: int = 2000, seed: int = 0, tolerance: ToleranceMap | None = None,
+) -> list[dict]:
+    """Per-class recall differences of every pair of methods on the images both were tested on.
+
+    Pairs and image alignment as in :func:`compare_methods`; per pair the rows of
+    :func:`per_class_pair` (Holm across the classes of that pair), each with ``method_a`` and
+    ``method_b``: the keys of :data:`PAIRED_PER_CLASS_COLUMNS`. ``classes`` gives the row order
+    (default sorted). Strict, or tolerant with ``tolerance``.
+
+    Raises
+    ------
+    ValueError
+        When two methods disagree on the truth of an image.
+    """
+    present = {m: p for m, p in methods.items() if len(p.images)}
+    rows_of = {m: _by_image(p) for m, p in present.items()}
+    out: list[dict] = []
+    for ma, mb in itertools.combinations(present, 2):
+        a, b = present[ma], present[mb]
+        common = sorted(set(rows_of[ma]) & set(rows_of[mb]))
+        if not common:
+            continue
+        ia = np.array([rows_of[ma][i] for i in common], dtype=np.int64)
+        ib = np.array([rows_of[mb][i] for i in common], dtype=np.int64)
+        truth = a.truth[ia]
+        if np.any(truth != b.truth[ib]):
+            raise ValueError(f"{ma} and {mb} disagree on the truth of some images")
+        pa, pb = a.prediction[ia], b.prediction[ib]
+        ok_a = tolerance.correct(truth, pa) if tolerance is not None else truth == pa
+        ok_b = tolerance.correct(truth, pb) if tolerance is not None else truth == pb
+        order = classes
+        if order is not None:
+            order = list(order) + sorted(set(truth.tolist()) - set(order))
+        for r in per_class_pair(truth, ok_a, ok_b, order, n_boot=n_boot, seed=seed):
+            out.append({"method_a": ma, "method_b": mb, **r})
+    return out

@@ -220,3 +220,18 @@ def test_compare_methods_says_how_many_images_one_method_was_tested_on_alone() -
     assert (row["n_images"], row["n_only_a"], row["n_only_b"]) == (4, 2, 0)
     assert row["balanced_accuracy_b"] == pytest.approx(skm.balanced_accuracy_score(y[keep], np.full(4, "A")))
     assert set(row) == set(PAIRED_COLUMNS)
+
+
+def test_overall_mcnemar_matches_statsmodels() -> None:
+    """stats.mcnemar against statsmodels: exact below 25 discordant images, chi-square with
+    continuity correction from 25 on."""
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+    from cytocompare.stats import mcnemar as cc_mcnemar
+
+    for both, b, c, neither in ((10, 7, 1, 5), (40, 20, 8, 12), (3, 30, 10, 0)):
+        a = np.array([1] * both + [1] * b + [0] * c + [0] * neither, bool)
+        bb = np.array([1] * both + [0] * b + [1] * c + [0] * neither, bool)
+        table = [[both, b], [c, neither]]
+        ref = sm_mcnemar(table, exact=b + c < 25, correction=True).pvalue
+        assert cc_mcnemar(a, bb).p_value == pytest.approx(ref)

@@ -11,7 +11,7 @@ def register_reporters(register):
              description="Per-class recall of every method side by side (paper Fig. 3B)")
     register("confusion-chart", "cytocompare.reports.charts:ConfusionChartReporter",
              description="Row-normalised confusion matrix per method (paper Fig. 2)")
-    register("paired-stats", "cytocompare.reports.tables:PairedStatsReporter",
-             description="Paired comparisons of methods on the identical split (McNemar, fold-wise tests)")
+    register("paired-stats", "cytocompare.reports.paired:PairedStatsReporter",
+             description="Paired comparisons of methods on the identical split, overall and per class (McNemar, bootstrap CIs, fold-wise tests)")
     register("html", "cytocompare.reports.html:HtmlReporter",
              description="index.html linking every table and chart of the run")

@@ -1,4 +1,4 @@
-"""Table-1-style Markdown/CSV tables and the paired-statistics tables."""
+"""Table-1-style Markdown/CSV tables (the paired statistics: :mod:`cytocompare.reports.paired`)."""
 
 from __future__ import annotations
 
@@ -95,67 +95,5 @@ class Table1Reporter(BaseComponent):
         return written
 
 
-def _fmt_p(p: float) -> str:
-    if not isinstance(p, float) or not math.isfinite(p):
-        return "–"
-    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
-
-
-class PairedStatsReporter(BaseComponent):
-    """``metrics/paired_<split>.csv`` and ``paired_<split>.md``: every pair of methods.
-
-    Strict and tolerant criteria (column ``criterion``); see
-    :func:`cytocompare.evaluation.paired_comparisons` for the columns.
-    """
-
-    def __init__(self, n_boot: int = 2000, seed: int = 0) -> None:
-        self.n_boot = n_boot
-        self.seed = seed
-
-    def report(self, run_dir: Path) -> list[Path]:
-        from cytocompare.evaluation import paired_comparisons
-        from cytocompare.stats import PAIRED_COLUMNS
-
-        run = ensure_metrics(run_dir)
-        written: list[Path] = []
-        for split in run.splits():
-            rows: list[dict] = []
-            for criterion in ("strict", "tolerant"):
-                for r in paired_comparisons(run, split, n_boot=self.n_boot, seed=self.seed,
-                                            tolerant=criterion == "tolerant"):
-                    rows.append({"criterion": criterion, **r})
-            if not rows:
-                continue
-            cols = ["criterion"] + PAIRED_COLUMNS
-            written.append(run.write_csv(f"metrics/paired_{split}.csv", cols, ([r[c] for c in cols] for r in rows)))
-            lines = [
-                f"# Paired comparisons — split `{split}`", "",
-                "Balanced accuracy on the test images both methods were tested on (pooled over folds; "
-                "n; images only one of them was tested on, e.g. cells it skipped because their "
-                "features failed, are counted under 'only a / only b' and left out). CI: paired "
-                "bootstrap 95% percentile interval of a − b. McNemar: exact binomial below 25 "
-                "discordant images, else chi-square with continuity correction. Fold t: paired "
-                "t-test of per-fold balanced accuracy (Wilcoxon p cannot go below 0.0625 with 5 "
-                "folds). Holm: corrected across the pairs of one criterion.", "",
-            ]
-            header = ["Criterion", "A", "B", "n", "only a / only b", "BA a", "BA b", "a − b [95% CI]", "McNemar b/c",
-                      "McNemar p (Holm)", "fold t p (Holm)", "Wilcoxon p"]
-            md_rows = [[
-                r["criterion"], r["method_a"], r["method_b"], str(r["n_images"]),
-                f"{r['n_only_a']} / {r['n_only_b']}",
-                f"{r['balanced_accuracy_a']:.3f}", f"{r['balanced_accuracy_b']:.3f}",
-                f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
-                f"{r['mcnemar_b']}/{r['mcnemar_c']}",
-                f"{_fmt_p(r['mcnemar_p'])} ({_fmt_p(r['mcnemar_p_holm'])})",
-                f"{_fmt_p(r['ttest_p'])} ({_fmt_p(r['ttest_p_holm'])})",
-                _fmt_p(r["wilcoxon_p"]),
-            ] for r in rows]
-            lines += _md_table(header, md_rows) + [""]
-            partial = [r for r in rows if r["criterion"] == "strict" and (r["n_only_a"] or r["n_only_b"])]
-            if partial:
-                lines += ["Not every pair was tested on the same images (n counts the shared ones, the only ones "
-                          "compared): " + "; ".join(
-                              f"{r['method_a']} alone on {r['n_only_a']}, {r['method_b']} alone on {r['n_only_b']}"
-                              for r in partial) + f" (see {FEATURE_FAILURES_FILE}).", ""]
-            written.append(run.write_text(f"paired_{split}.md", "\n".join(lines)))
-        return written
+# moved to cytocompare.reports.paired (issue 11); kept importable from here
+from cytocompare.reports.paired import PairedStatsReporter  # noqa: E402,F401
