@@ -151,6 +151,10 @@ class Protocol(_Strict):
                 elif sname not in self.methods[mname].splits:
                     problems.append(f"{where}.{mname}: method {mname!r} does not run on split {sname!r} "
                                     f"(its splits: {', '.join(self.methods[mname].splits)})")
+            kinds = {self.splits[s].kind == "external" for s in members.values() if s in self.splits}
+            if len(kinds) > 1:
+                problems.append(f"{where}: compares an external split with splits of data: different test sets "
+                                "of different data; compare external splits only with each other")
         if problems:
             raise ValueError("\n".join(problems))
         return self

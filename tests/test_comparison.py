@@ -139,6 +139,12 @@ def test_comparisons_validated() -> None:
                      ({"f": {"a": "h"}}, "does not run on split")):
         with pytest.raises(Exception, match=msg):
             parse_protocol(yaml.safe_dump({**base, "comparisons": bad}))
+    ext = {**base, "test_data": {"path": "t"}, "splits": {**base["splits"], "ext": {"kind": "external"}},
+           "methods": {"a": {"classifier": {"name": "c"}, "splits": ["cv5", "ext"]}}}
+    assert parse_protocol(yaml.safe_dump({**ext, "comparisons": {"f": {"a": "ext"}, "g": {"a": "cv5"}}}))
+    with pytest.raises(Exception, match="external split"):
+        parse_protocol(yaml.safe_dump({**ext, "methods": {**ext["methods"], "b": ext["methods"]["a"]},
+                                       "comparisons": {"f": {"a": "ext", "b": "cv5"}}}))
     # result-neutral: adding a comparison does not change the digest (a run may resume)
     assert ok.digest() == parse_protocol(yaml.safe_dump(base)).digest()
 
@@ -171,7 +177,7 @@ def test_table1_paper_layout(made: tuple[RunDir, dict]) -> None:
     # 5-fold split: full names, order
     cv = (run.path / "table1_paper_cv5.md").read_text()
     assert cv.index("| BLA | blast") < cv.index("| PMO | promyelocyte") < cv.index("| LYT | lymphocyte")
-    # the files that existed before keep their bytes (table1_<split>.csv is rewritten identically)
+    # the table1 reporter leaves the metric files it does not own as they were
     for p, b in before.items():
         assert p.read_bytes() == b, p
 

@@ -86,9 +86,9 @@ class ComparisonChartReporter(BaseComponent):
     recall (strict and tolerant) of methods taken from different splits of the same data.
 
     Every class that any compared split tested is shown; a method whose split did not test a class
-    gets no bar there ("–" in the table). Bars are labelled ``method (split)``; error bars are the
-    sd over folds, where the split has folds. The table adds the pooled Wilson interval
-    (:data:`POOLED_NOTE`). Members whose method has no results on its split are left out, and said so.
+    gets no bar there ("–" in the table). Bars are labelled ``method (split)``; whiskers are the
+    sd over folds, where the split has folds, and a grey band behind them the pooled Wilson
+    interval (:data:`POOLED_NOTE`), also in the table. Members whose method has no results on its split are left out, and said so.
     """
 
     def __init__(self, width: float = 14.0, height: float = 8.0, dpi: int = 120, digits: int = 2) -> None:
@@ -200,6 +200,13 @@ class ComparisonChartReporter(BaseComponent):
                        label=f"{m} ({s}{', sd over %d folds' % folds if folds > 1 else ', 1 fold'})",
                        yerr=yerr if folds > 1 else None, capsize=max(1.0, 6.0 / n_m),
                        error_kw={"elinewidth": 0.9, "ecolor": "0.2"})
+                lo = np.array([data[(m, crit, c)]["lo"] for c in labels], dtype=float)
+                hi = np.array([data[(m, crit, c)]["hi"] for c in labels], dtype=float)
+                ok = np.isfinite(lo) & np.isfinite(hi) & ~absent
+                # the pooled Wilson interval, a wide grey band behind the sd whiskers (a one-fold
+                # holdout has no sd, but its pooled interval says how sure its value is)
+                ax.vlines(offs[ok], lo[ok], hi[ok], colors="0.35", linewidth=max(2.0, 18.0 * width), alpha=0.35,
+                          zorder=2.5)
                 for xi in offs[absent]:  # say where a split did not test the class
                     ax.text(xi, 0.02, "not tested", ha="center", va="bottom", fontsize=7, color="0.35",
                             rotation=90)
@@ -215,10 +222,16 @@ class ComparisonChartReporter(BaseComponent):
         axes[1].set_xticklabels([f"{c}\n{names.get(c, c)}" if names.get(c, c) != c else c for c in labels],
                                 fontsize=8, rotation=90 if len(labels) > 12 else 0)
         axes[0].tick_params(labelbottom=False)
-        axes[0].legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=9, frameon=False,
+        from matplotlib.lines import Line2D
+
+        handles, texts = axes[0].get_legend_handles_labels()
+        handles += [Line2D([], [], color="0.2", linewidth=0.9),
+                    Line2D([], [], color="0.35", alpha=0.35, linewidth=6)]
+        texts += ["sd over folds", "pooled 95% Wilson interval"]
+        axes[0].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=9, frameon=False,
                        title="method (split)")
-        fig.suptitle(f"Per-class recall — comparison {name} (error bars: sd over folds, clipped to [0, 1]; "
-                     "no bar: not tested on that split)", fontsize=12)
+        fig.suptitle(f"Per-class recall — comparison {name} (whiskers: sd over folds, clipped to [0, 1]; grey band: "
+                     "pooled 95% Wilson interval; no bar: not tested on that split)", fontsize=11)
         path = run.path / "charts" / f"compare_{_safe(name)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=self.dpi)
