@@ -99,8 +99,8 @@ class Table1Reporter(BaseComponent):
     def _paper_layout(self, run: RunDir, view: MetricsView, split: str, tested: list[str]) -> list[Path]:
         """``table1_paper_<split>.md`` and ``metrics/table1_paper_<split>.csv``: Table 1 as published.
 
-        Every class of the scheme in lineage order with its full name (and any other class the
-        split tested, after them); precision and recall tolerant then strict, mean ± sd over folds;
+        Every class of the run (run.json ``labels``, also those this split did not test) in the
+        scheme's lineage order with its full name (classes the scheme lacks after them); precision and recall tolerant then strict, mean ± sd over folds;
         the pooled Wilson interval of recall; "–" where the split did not test a class. When the
         class scheme carries ``published_table1`` its values are printed beside ours with the
         difference, marked "published (transcribed, unverified)".
@@ -113,8 +113,9 @@ class Table1Reporter(BaseComponent):
             scheme = load_scheme(run.info.get("class_scheme", "matek2021"))
         except (ProtocolError, OSError):
             scheme = None
-        order = scheme.lineage_order if scheme is not None else []
-        extra = [c for c in display_order(run, set(tested)) if c not in order]
+        present = set(run.labels()) | set(tested)  # the run's classes: dropped from this split or not
+        order = [c for c in scheme.lineage_order if c in present] if scheme is not None else []
+        extra = [c for c in display_order(run, present) if c not in order]
         rows_cls = order + extra
         names = class_names(run, rows_cls)
         lineage = {c.code: c.lineage for c in scheme.classes} if scheme is not None else {}
