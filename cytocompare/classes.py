@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -38,6 +38,20 @@ class ClassScheme:
     #: how ``tolerated_pairs`` were inferred, when the source does not publish them ("" = published);
     #: reports print it next to the tolerant numbers (YAML key ``tolerance_inferred_from``)
     tolerance_inferred_from: str = ""
+    #: class codes in lineage order (each lineage in maturation order) for Table 1 in the paper's
+    #: layout (YAML key ``lineage_order``; default: classes grouped by lineage in file order)
+    lineage_codes: tuple[str, ...] = ()
+    #: a published per-class table to print beside a run's values (YAML key ``published_table1``):
+    #: ``method``, ``status``, ``sources``, ``caveat`` and ``classes`` (code -> metric -> value)
+    published_table1: dict | None = field(default=None, compare=False)
+
+    @property
+    def lineage_order(self) -> list[str]:
+        """Every code, in ``lineage_order`` (codes it leaves out: grouped by lineage, file order)."""
+        order = [c for c in self.lineage_codes if c in self.codes]
+        rest = [c for c in self.classes if c.code not in order]
+        lineages = list(dict.fromkeys(c.lineage for c in rest))
+        return order + [c.code for lin in lineages for c in rest if c.lineage == lin]
 
     @property
     def codes(self) -> list[str]:
@@ -125,7 +139,29 @@ def _parse(data: dict, origin: str) -> ClassScheme:
         no_call_classes=frozenset(data.get("no_call_classes", [])),
         source=data.get("source", ""),
         tolerance_inferred_from=data.get("tolerance_inferred_from", "") or "",
+        lineage_codes=tuple(data.get("lineage_order", []) or []),
+        published_table1=_published(data.get("published_table1"), codes, origin),
     )
+
+
+_PUBLISHED_METRICS = ("precision_strict", "recall_strict", "precision_tolerant", "recall_tolerant")
+
+
+def _published(table: object, codes: set[str], origin: str) -> dict | None:
+    """The scheme's ``published_table1``, checked: known codes, metrics of :data:`_PUBLISHED_METRICS`
+    with values in [0, 1]."""
+    if table is None:
+        return None
+    if not isinstance(table, dict) or not isinstance(table.get("classes"), dict):
+        raise ProtocolError(f"{origin}: published_table1 needs a 'classes' mapping (code -> metric -> value)")
+    for code, vals in table["classes"].items():
+        if code not in codes:
+            raise ProtocolError(f"{origin}: published_table1: {code!r} is not a class of the scheme")
+        for metric, v in (vals or {}).items():
+            if metric not in _PUBLISHED_METRICS or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise ProtocolError(f"{origin}: published_table1.{code}.{metric}: expected one of "
+                                    f"{', '.join(_PUBLISHED_METRICS)} with a value in [0, 1]")
+    return table
 
 
 @cache

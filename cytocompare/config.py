@@ -112,6 +112,9 @@ class Protocol(_Strict):
     methods: dict[str, MethodSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     reports: list[str] = Field(default_factory=lambda: list(DEFAULT_REPORTERS))
+    comparisons: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="named cross-split comparisons for the comparison-chart reporter: "
+        "name -> {method: split} (e.g. the paper's Fig. 3B: classical on holdout70, the CNNs on cv5)")
     n_jobs: Annotated[int, Field(ge=1)] = 1
     cache_dir: str | None = Field(None, description="feature cache; default $CYTOCOMPARE_CACHE or ~/.cache/cytocompare")
 
@@ -134,6 +137,24 @@ class Protocol(_Strict):
             problems.append("data.colour_normalize: only test_data can be colour-normalised (to the training set's colours)")
         if any(s.kind == "external" for s in self.splits.values()) and self.test_data is None:
             problems.append("splits: an 'external' split needs a 'test_data' section")
+        for cname, members in self.comparisons.items():
+            where = f"comparisons.{cname}"
+            if not cname or any(ch in cname for ch in "/\\ \t"):
+                problems.append(f"{where}: a comparison name must be non-empty without slashes or spaces")
+            if not members:
+                problems.append(f"{where}: name at least one method: split")
+            for mname, sname in members.items():
+                if mname not in self.methods:
+                    problems.append(f"{where}.{mname}: unknown method; defined: {', '.join(self.methods)}")
+                elif sname not in self.splits:
+                    problems.append(f"{where}.{mname}: unknown split {sname!r}; defined: {', '.join(self.splits)}")
+                elif sname not in self.methods[mname].splits:
+                    problems.append(f"{where}.{mname}: method {mname!r} does not run on split {sname!r} "
+                                    f"(its splits: {', '.join(self.methods[mname].splits)})")
+            kinds = {self.splits[s].kind == "external" for s in members.values() if s in self.splits}
+            if len(kinds) > 1:
+                problems.append(f"{where}: compares an external split with splits of data: different test sets "
+                                "of different data; compare external splits only with each other")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -164,6 +185,7 @@ RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
     "n_jobs",
     "cache_dir",
     "reports",
+    "comparisons",
     "evaluation.evaluators",
     "methods.*.artifacts",
     "methods.*.keep_checkpoints",

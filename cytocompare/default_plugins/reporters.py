@@ -9,6 +9,9 @@ def register_reporters(register):
              description="Table-1-style Markdown: strict and tolerant precision/recall per class, mean ± sd")
     register("recall-chart", "cytocompare.reports.charts:RecallChartReporter",
              description="Per-class recall of every method side by side (paper Fig. 3B)")
+    register("comparison-chart", "cytocompare.reports.comparison:ComparisonChartReporter",
+             description="Per-class recall of methods from different splits in one chart and table "
+                         "(paper Fig. 3B; the protocol's comparisons)")
     register("confusion-chart", "cytocompare.reports.charts:ConfusionChartReporter",
              description="Row-normalised confusion matrix per method (paper Fig. 2)")
     register("paired-stats", "cytocompare.reports.paired:PairedStatsReporter",
