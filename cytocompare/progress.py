@@ -20,6 +20,7 @@ use with :func:`active` (``None`` outside a run started by the CLI: then it prin
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import time
@@ -150,12 +151,17 @@ class RichProgress(Progress):
         super().__init__(verbosity)
         from rich.console import Console
         from rich.progress import BarColumn, Progress as _RichProgress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         self.console = console or Console(stderr=True)
         count, rate, eta = _columns()
         self.live = _RichProgress(
-            TextColumn("{task.description}", markup=False), BarColumn(bar_width=30), count(), rate(),
-            TimeElapsedColumn(), eta(),
+            # on a narrow terminal the description is cut short, the numbers never wrap
+            TextColumn("{task.description}", markup=False,
+                       table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+            BarColumn(bar_width=20), count(table_column=Column(no_wrap=True)),
+            rate(table_column=Column(no_wrap=True)), TimeElapsedColumn(table_column=Column(no_wrap=True)),
+            eta(table_column=Column(no_wrap=True)),
             console=self.console, transient=True, redirect_stdout=True, redirect_stderr=True,
         )
         self._folds_task: Any = None
@@ -183,6 +189,7 @@ class RichProgress(Progress):
             if done >= total:
                 self.live.remove_task(task[0])
                 self._bar_task = None
+                self.live.refresh()
 
         return progress
 
@@ -195,6 +202,7 @@ class RichProgress(Progress):
         finally:
             self.live.remove_task(task)
             self._bar_task = previous
+            self.live.refresh()
 
     def describe(self, description: str) -> None:
         if self._bar_task is not None:
@@ -217,6 +225,7 @@ class RichProgress(Progress):
         if resumed:  # a resumed fold took no time: the rate counts only folds run
             task.fields["c0"] = task.fields.get("c0", 0) + 1
         self.live.advance(self._folds_task, 1)
+        self.live.refresh()
 
     def __enter__(self) -> RichProgress:
         super().__enter__()
@@ -281,10 +290,10 @@ def _columns() -> tuple[type, ...]:
 
 
 def make_progress(verbosity: int = NORMAL, *, live: bool | None = None) -> Progress:
-    """The live display when stderr is a terminal (``live=None``) and rich is installed, else
-    plain lines."""
+    """The live display when stderr is a terminal (``live=None``; not ``TERM=dumb``) and rich is
+    installed, else plain lines."""
     if live is None:
-        live = sys.stderr.isatty()
+        live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
     if live:
         try:
             return RichProgress(verbosity)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from rich.console import Console
 
 from cytocompare import BaseComponent, hookimpl, progress
 from cytocompare.cli import cli
@@ -200,12 +199,15 @@ def test_cli_quiet_and_verbose(setup):
     assert verbose.exit_code == 0 and "[plain | cv3 | fold 3/3] test on 6 held-out images" in verbose.output
 
 
-def test_make_progress_is_plain_off_a_terminal():
-    assert type(make_progress()) is Progress  # pytest's stderr is no terminal
+def test_make_progress_is_plain_off_a_terminal(monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # no terminal
+    assert type(make_progress()) is Progress
     assert isinstance(make_progress(live=True), RichProgress)
 
 
-def _terminal() -> tuple[Console, io.StringIO]:
+def _terminal():
+    Console = pytest.importorskip("rich.console").Console
     buf = io.StringIO()
     return Console(force_terminal=True, file=buf, width=160, color_system=None), buf
 
