@@ -66,23 +66,28 @@ def cli() -> None:
 @click.option("--data", "data_path", default=None, help="Override the protocol's data.path (e.g. ../shared/data/matek-bm).")
 @click.option("--test-data", "test_data_path", default=None, help="Override the protocol's test_data.path.")
 @click.option("--only", multiple=True, help="Run only this method (repeatable).")
+@click.option("-v", "--verbose", count=True, help="More detail (each fold's method and test images).")
+@click.option("-q", "--quiet", count=True, help="Only warnings, errors and the final line.")
 def run(protocol: Path, output: Path | None, data_path: str | None, test_data_path: str | None,
-        only: tuple[str, ...]) -> None:
+        only: tuple[str, ...], verbose: int, quiet: int) -> None:
     """Validate PROTOCOL completely, then run every installed method on the identical splits."""
     from cytocompare.config import load_protocol
     from cytocompare.datasets import resolve_data_path
+    from cytocompare.progress import make_progress
     from cytocompare.runner import Runner
 
     proto = load_protocol(protocol)  # the runner checks it against the registry before any work
     out = output or Path("runs") / proto.name
     # a path given on the command line is relative to the working directory
     data, test_data = (None if p is None else resolve_data_path(p, Path.cwd()) for p in (data_path, test_data_path))
-    result = Runner(proto, out, protocol_path=protocol, data_path=data, test_data_path=test_data,
-                    only=list(only) or None).run()
+    verbosity = max(-1, min(1, verbose - quiet))
+    with make_progress(verbosity) as log:  # a live display when stderr is a terminal, else plain lines
+        result = Runner(proto, out, protocol_path=protocol, data_path=data, test_data_path=test_data,
+                        only=list(only) or None, log=log).run()
     click.echo(f"finished: {len(result.methods_run)} method(s), {result.folds_done} fold(s) run, "
                f"{result.folds_resumed} fold(s) resumed; results in {result.run_dir}")
     index = result.run_dir / "index.html"
-    if index.exists():
+    if index.exists() and verbosity >= 0:
         click.echo(f"open {index}")
 
 

@@ -44,6 +44,7 @@ from cytocompare.images import ImageSet
 from cytocompare.locking import DirectoryLock
 from cytocompare.pipeline import Pipeline
 from cytocompare.plugins import get_plugin_manager, get_registry, plugin_distributions
+from cytocompare import progress as _progress
 from cytocompare.protocols import Checkpointing, ReportsFit, WritesArtifacts
 from cytocompare.registry import Kind, Registry, protocol_defaults
 from cytocompare.rundir import Claim, RunDir, RunInfo, utc_now
@@ -57,9 +58,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def throttled_progress(log: Log, every_s: float, line: Callable[[int, int], str]) -> ProgressCallback:
+def throttled_progress(log: Log, every_s: float, line: Callable[[int, int], str],
+                       description: str | None = None, unit: str = "images") -> ProgressCallback:
     """A ``progress(done, total)`` callback that logs ``line(done, total)`` at most every
-    ``every_s`` seconds, and always at the end."""
+    ``every_s`` seconds, and always at the end; when ``log`` is a :class:`cytocompare.progress.Progress`,
+    its own (a live bar called ``description`` on a terminal, the same lines elsewhere)."""
+    own = _progress.throttled(log, every_s, line, description or "", unit)
+    if own is not None:
+        return own
     last = [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -381,7 +387,8 @@ class Runner:
             label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
             on_bad_file=on_bad_file, n_jobs=self.protocol.n_jobs, allow_outside_paths=spec.allow_outside_paths,
             perceptual_hashes=self.protocol.near_duplicates.threshold is not None,
-            progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files"),
+            progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files",
+                                        "[data] checking files", "files"),
         )
 
     def _stopped_on_bad_files(self, rd: RunDir, exc: DataError, spec: Any, prefix: str) -> DataError:
@@ -468,6 +475,7 @@ class Runner:
                      data: RunData, cache: Any = None) -> tuple[int, int]:
         """Run every fold not yet done; (folds run, folds resumed)."""
         done = resumed = 0
+        counter = _progress.folds(self.log, sum(len(plan.folds(s)) for m in methods.values() for s in m.splits))
         for mname, method in methods.items():
             pipeline = build_method(method, self.registry, self.protocol.seed, self.protocol.n_jobs)
             features: dict[str, np.ndarray] = {}
@@ -479,7 +487,9 @@ class Runner:
                     if rd.has_predictions(mname, split, k):
                         resumed += 1
                         self.log(f"{task.tag} already done, resumed")
+                        counter.done(resumed=True)
                         continue
+                    counter.start(task.tag)
                     if pipeline.features is not None and not features:
                         features, failures = self._features(cache or self._cache(), rd, pipeline, data, mname,
                                                             method, task.tag)
@@ -487,6 +497,7 @@ class Runner:
                         task = self._without_failed_cells(task, failures)
                     self._run_fold(rd, task, pipeline, data, features)
                     done += 1
+                    counter.done()
         return done, resumed
 
     def _cache(self) -> Any:
@@ -526,7 +537,8 @@ class Runner:
         for name, images in sets.items():
             t = time.perf_counter()
             progress = throttled_progress(self.log, 5, lambda done, total, name=name:
-                                          f"{tag} features ({name}): {done}/{total} images")
+                                          f"{tag} features ({name}): {done}/{total} images",
+                                          f"{tag} features ({name})")
             out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress)
             self.log(f"{tag} features ({name}): {out[name].shape[1]} per image, {time.perf_counter() - t:.1f} s")
         failures: dict[str, Any] = {}
@@ -560,6 +572,8 @@ class Runner:
         ckpt_dir = self._give_checkpoint_dir(rd, model, task)
         self.log(f"{task.tag} fit on {len(task.fold.train)} images"
                  + (f" (checkpoints in {ckpt_dir})" if ckpt_dir else ""))
+        _progress.detail(self.log, f"{task.tag} test on {len(task.fold.test)} {'external' if task.external else 'held-out'} images; "
+                                   f"method {model!r}")
         if model.features is not None:
             fitted = self._fit_on_features(model, task, data, features)
         else:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cytocompare import progress
 from cytocompare.errors import CytocompareError
 
 CHECKPOINT_FORMAT = "cytocompare-deep/1"
@@ -262,8 +263,9 @@ class Stepper:
 
 
 def _log(setup: TrainSetup, msg: str) -> None:
+    """A line to stderr, or through the run's progress display when there is one (cytocompare.progress)."""
     if setup.progress:
-        print(f"[{setup.name}] {msg}", file=sys.stderr, flush=True)
+        progress.say(f"[{setup.name}] {msg}")
 
 
 @dataclass(frozen=True)
@@ -340,10 +342,12 @@ def checkpoint_state(
 def run_epoch(
     stepper: Stepper, source: Any, y: np.ndarray, y_dev: torch.Tensor, epoch: int, plan: EpochPlan,
     mean_t: torch.Tensor, std_t: torch.Tensor, gen: torch.Generator,
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """One epoch of steps over ``source`` (a :func:`~cytocompare_deep.loading.training_images`
     source); ``y`` are the labels on the host (they choose the epoch's rows), ``y_dev`` the same on
-    the device (they feed the loss). Returns the epoch's history record."""
+    the device (they feed the loss). ``advance(n)`` is told the images of each step (a progress bar).
+    Returns the epoch's history record."""
     setup = stepper.setup
     bs, steps = plan.batch_size, plan.steps
     stepper.model.train()
@@ -355,6 +359,8 @@ def run_epoch(
         yb = y_dev.index_select(0, order_dev[s * bs : (s + 1) * bs])
         x = prepare_input(xb, mean_t, std_t, setup.channels_last, setup.augment, gen)
         loss_sum += stepper(x, yb)
+        if advance is not None:
+            advance(bs)
     mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
     secs = time.perf_counter() - t0
     return {
@@ -396,17 +402,21 @@ def train(
     mean_t = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=dev).view(1, 3, 1, 1)
     y_dev = torch.as_tensor(np.asarray(y), dtype=torch.int64, device=dev)
-    for epoch in range(start_epoch, setup.epochs):
-        rec = run_epoch(stepper, source, y, y_dev, epoch, plan, mean_t, std_t, gen)
-        setup.history.append(rec)
-        _log(
-            setup,
-            f"epoch {epoch + 1}/{setup.epochs} loss {rec['loss']:.4f} lr {rec['lr']:.4g} "
-            f"{rec['img_per_s']:.0f} img/s ({rec['seconds']:.1f} s, {plan.steps} steps of {plan.batch_size})",
-        )
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, checkpoint_state(model, stepper, gen, setup, epoch + 1, mean, std))
-        if setup.on_epoch_end is not None:
-            setup.on_epoch_end(epoch + 1)
+    n_images = (setup.epochs - start_epoch) * plan.steps * plan.batch_size
+    with progress.bar(f"[{setup.name}] training", n_images) if setup.progress else nullcontext(None) as advance:
+        for epoch in range(start_epoch, setup.epochs):
+            rec = run_epoch(stepper, source, y, y_dev, epoch, plan, mean_t, std_t, gen, advance)
+            setup.history.append(rec)
+            _log(
+                setup,
+                f"epoch {epoch + 1}/{setup.epochs} loss {rec['loss']:.4f} lr {rec['lr']:.4g} "
+                f"{rec['img_per_s']:.0f} img/s ({rec['seconds']:.1f} s, {plan.steps} steps of {plan.batch_size})",
+            )
+            if setup.progress:
+                progress.describe(f"[{setup.name}] training, epoch {epoch + 1}/{setup.epochs} loss {rec['loss']:.4f}")
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, checkpoint_state(model, stepper, gen, setup, epoch + 1, mean, std))
+            if setup.on_epoch_end is not None:
+                setup.on_epoch_end(epoch + 1)
     model.eval()
     return model, mean, std
