@@ -222,6 +222,27 @@ def _by_image(p: MethodPredictions) -> dict[int, int]:
     return {int(img): i for i, img in enumerate(p.images.tolist())}
 
 
+def _aligned_pairs(methods: Mapping[str, MethodPredictions]):
+    """Every pair of methods with predictions, in the order of ``methods``, and the rows of the
+    images both were tested on, aligned by image index (pairs with no such image are left out).
+
+    Yields ``(name_a, name_b, predictions_a, predictions_b, rows_a, rows_b)``; raises
+    ``ValueError`` when the two disagree on the truth of an image.
+    """
+    present = {m: p for m, p in methods.items() if len(p.images)}
+    rows_of = {m: _by_image(p) for m, p in present.items()}
+    for ma, mb in itertools.combinations(present, 2):
+        a, b = present[ma], present[mb]
+        common = sorted(set(rows_of[ma]) & set(rows_of[mb]))
+        if not common:
+            continue
+        ia = np.array([rows_of[ma][i] for i in common], dtype=np.int64)
+        ib = np.array([rows_of[mb][i] for i in common], dtype=np.int64)
+        if np.any(a.truth[ia] != b.truth[ib]):
+            raise ValueError(f"{ma} and {mb} disagree on the truth of some images")
+        yield ma, mb, a, b, ia, ib
+
+
 def compare_methods(
     methods: Mapping[str, MethodPredictions], *, n_boot: int = 2000, seed: int = 0,
     tolerance: ToleranceMap | None = None,
@@ -247,19 +268,9 @@ def compare_methods(
     ValueError
         When two methods disagree on the truth of an image.
     """
-    present = {m: p for m, p in methods.items() if len(p.images)}
-    rows_of = {m: _by_image(p) for m, p in present.items()}
     rows: list[dict] = []
-    for ma, mb in itertools.combinations(present, 2):
-        a, b = present[ma], present[mb]
-        common = sorted(set(rows_of[ma]) & set(rows_of[mb]))
-        if not common:
-            continue
-        ia = np.array([rows_of[ma][i] for i in common], dtype=np.int64)
-        ib = np.array([rows_of[mb][i] for i in common], dtype=np.int64)
+    for ma, mb, a, b, ia, ib in _aligned_pairs(methods):
         truth = a.truth[ia]
-        if np.any(truth != b.truth[ib]):
-            raise ValueError(f"{ma} and {mb} disagree on the truth of some images")
         pa, pb = a.prediction[ia], b.prediction[ib]
         fold_a, fold_b = a.folds[ia], b.folds[ib]
         ok_a = tolerance.correct(truth, pa) if tolerance is not None else truth == pa
@@ -275,8 +286,8 @@ def compare_methods(
                 sb.append(balanced_accuracy(truth[sel], pb[sel], tolerance))
         ft = paired_fold_test(sa, sb)
         rows.append({
-            "method_a": ma, "method_b": mb, "n_images": len(common),
-            "n_only_a": len(rows_of[ma]) - len(common), "n_only_b": len(rows_of[mb]) - len(common),
+            "method_a": ma, "method_b": mb, "n_images": len(ia),
+            "n_only_a": len(set(a.images.tolist())) - len(ia), "n_only_b": len(set(b.images.tolist())) - len(ia),
             "n_folds": len(sa),
             "balanced_accuracy_a": balanced_accuracy(truth, pa, tolerance),
             "balanced_accuracy_b": balanced_accuracy(truth, pb, tolerance),
@@ -462,19 +473,9 @@ def compare_methods_per_class(
     ValueError
         When two methods disagree on the truth of an image.
     """
-    present = {m: p for m, p in methods.items() if len(p.images)}
-    rows_of = {m: _by_image(p) for m, p in present.items()}
     out: list[dict] = []
-    for ma, mb in itertools.combinations(present, 2):
-        a, b = present[ma], present[mb]
-        common = sorted(set(rows_of[ma]) & set(rows_of[mb]))
-        if not common:
-            continue
-        ia = np.array([rows_of[ma][i] for i in common], dtype=np.int64)
-        ib = np.array([rows_of[mb][i] for i in common], dtype=np.int64)
+    for ma, mb, a, b, ia, ib in _aligned_pairs(methods):
         truth = a.truth[ia]
-        if np.any(truth != b.truth[ib]):
-            raise ValueError(f"{ma} and {mb} disagree on the truth of some images")
         pa, pb = a.prediction[ia], b.prediction[ib]
         ok_a = tolerance.correct(truth, pa) if tolerance is not None else truth == pa
         ok_b = tolerance.correct(truth, pb) if tolerance is not None else truth == pb
