@@ -13,44 +13,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cytocompare import BaseComponent, hookimpl, progress
+from cytocompare import hookimpl, progress
 from cytocompare.cli import cli
 from cytocompare.config import load_protocol
 from cytocompare.progress import Progress, RichProgress, is_warning, make_progress
 from cytocompare.runner import Runner
 from cytocompare.testing.datasets import make_cell
+from tests.plugins.dummy import ImageMajorityClassifier, MajorityClassifier, MeanColour
 
 LOOKS = {"BLA": (0.2, (90, 40, 140)), "LYT": (0.32, (60, 30, 110)), "NGS": (0.12, (120, 60, 170))}
-
-
-class Majority(BaseComponent):
-    input = "images"
-
-    def __init__(self, strategy: str = "most_frequent") -> None:
-        self.strategy = strategy
-
-    def fit(self, images, y):
-        values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
-        self.classes_, self.majority_ = values, values[np.argmax(counts)]
-        return self
-
-    def predict(self, images):
-        return np.full(len(images), self.majority_)
-
-
-class FeatureMajority(Majority):
-    input = "features"
-
-
-class MeanColour(BaseComponent):
-    def fit(self, images, y=None):
-        return self
-
-    def get_feature_names_out(self):
-        return ["r", "g", "b"]
-
-    def transform(self, images):
-        return np.array([images[i].reshape(-1, 3).mean(axis=0) for i in range(len(images))], dtype=np.float32)
 
 
 class Plugin:
@@ -60,8 +31,8 @@ class Plugin:
 
     @hookimpl
     def register_classifiers(self, register):
-        register("majority", Majority, description="most frequent class")
-        register("majority-f", FeatureMajority, description="most frequent class, on features")
+        register("majority", ImageMajorityClassifier, description="most frequent class")
+        register("majority-f", MajorityClassifier, description="most frequent class, on features")
 
 
 # 2 methods: 1 + 3 folds and 3 folds = 7 folds in all

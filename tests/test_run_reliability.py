@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cytocompare import BaseComponent, hookimpl
+from cytocompare import hookimpl
 from cytocompare.cli import cli
 from cytocompare.config import load_protocol
 from cytocompare.errors import CytocompareError, DataError
@@ -28,38 +28,21 @@ from cytocompare.locking import DirectoryLock, DirectoryLockedError
 from cytocompare.rundir import RunDir
 from cytocompare.runner import Runner, protocol_changes_fallback
 from cytocompare.testing.datasets import make_cell
+from tests.plugins.dummy import ImageMajorityClassifier, MajorityClassifier, MeanColour
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOKS = {"BLA": (0.2, (90, 40, 140)), "LYT": (0.32, (60, 30, 110)), "NGS": (0.12, (120, 60, 170))}
 
 
 # ---------------------------------------------------------------------------- test plugins
-class Majority(BaseComponent):
-    """The most frequent training class, on images."""
-
-    input = "images"
-
-    def __init__(self, strategy: str = "most_frequent") -> None:
-        self.strategy = strategy
-
-    def fit(self, images, y):
-        values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
-        self.classes_ = values
-        self.majority_ = values[np.argmax(counts)]
-        return self
-
-    def predict(self, images):
-        return np.full(len(images), self.majority_)
-
-
-class Failing(Majority):
+class Failing(ImageMajorityClassifier):
     """Fails inside fit with an error cytocompare does not know."""
 
     def fit(self, images, y):
         raise ValueError("the solver diverged (a bug of the plugin)")
 
 
-class Interrupting(Majority):
+class Interrupting(ImageMajorityClassifier):
     """Ctrl-C inside the first fit, then normal."""
 
     armed = True
@@ -71,35 +54,22 @@ class Interrupting(Majority):
         return super().fit(images, y)
 
 
-class MeanColour(BaseComponent):
+class FlaggingMeanColour(MeanColour):
     """Mean R, G, B of an image; says which rows failed (a blank image: every mean above 250)."""
-
-    def fit(self, images, y=None):
-        return self
-
-    def get_feature_names_out(self):
-        return ["r", "g", "b"]
-
-    def transform(self, images):
-        return np.array([images[i].reshape(-1, 3).mean(axis=0) for i in range(len(images))], dtype=np.float32)
 
     def failure_reasons(self, F, images=None):
         return ["blank image (every channel mean above 250)" if row.min() > 250 else None for row in F]
 
 
-class FeatureMajority(Majority):
-    input = "features"
-
-
 class Plugin:
     @hookimpl
     def register_feature_extractors(self, register):
-        register("mean-colour", MeanColour, description="mean colour; flags blank images")
+        register("mean-colour", FlaggingMeanColour, description="mean colour; flags blank images")
 
     @hookimpl
     def register_classifiers(self, register):
-        register("majority", Majority, description="most frequent class")
-        register("majority-f", FeatureMajority, description="most frequent class, on features")
+        register("majority", ImageMajorityClassifier, description="most frequent class")
+        register("majority-f", MajorityClassifier, description="most frequent class, on features")
         register("failing", Failing, description="fails in fit")
         register("interrupting", Interrupting, description="Ctrl-C in its first fit")
 

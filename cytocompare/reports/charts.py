@@ -28,6 +28,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def style_recall_axis(ax: Any, criterion: str, n_classes: int) -> None:
+    """The per-class recall axis every recall chart shares (0-1, grid, title by criterion)."""
+    ax.set_ylim(0, 1.05)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel(f"recall ({criterion})")
+    ax.set_xlim(-0.6, n_classes - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{criterion.capitalize()} recall per class", loc="left", fontsize=11)
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -81,13 +92,7 @@ class RecallChartReporter(BaseComponent):
                     yerr = None  # one fold: no sd to show
                 ax.bar(offs, means, width=width * 0.95, color=colors[j % len(colors)], label=m,
                        yerr=yerr, capsize=max(1.0, 6.0 / n_m), error_kw={"elinewidth": 0.9, "ecolor": "0.2"})
-            ax.set_ylim(0, 1.05)
-            ax.set_yticks(np.linspace(0, 1, 6))
-            ax.set_ylabel(f"recall ({crit})")
-            ax.set_xlim(-0.6, len(labels) - 0.4)
-            ax.grid(axis="y", alpha=0.3)
-            ax.set_axisbelow(True)
-            ax.set_title(f"{crit.capitalize()} recall per class", loc="left", fontsize=11)
+            style_recall_axis(ax, crit, len(labels))
         axes[1].set_xticks(x)
         axes[1].set_xticklabels([f"{c}\nn={support.get(c, 0)}" for c in labels], fontsize=9)
         axes[0].tick_params(labelbottom=False)

@@ -176,7 +176,7 @@ class ComparisonChartReporter(BaseComponent):
         return run.write_text(f"compare_{_safe(name)}.md", "\n".join(lines))
 
     def _chart(self, run, view, name, present, missing, labels, tested, data) -> Path:
-        from cytocompare.reports.charts import _pyplot
+        from cytocompare.reports.charts import _pyplot, style_recall_axis
 
         plt = _pyplot()
         x = np.arange(len(labels))
@@ -210,13 +210,7 @@ class ComparisonChartReporter(BaseComponent):
                 for xi in offs[absent]:  # say where a split did not test the class
                     ax.text(xi, 0.02, "not tested", ha="center", va="bottom", fontsize=7, color="0.35",
                             rotation=90)
-            ax.set_ylim(0, 1.05)
-            ax.set_yticks(np.linspace(0, 1, 6))
-            ax.set_ylabel(f"recall ({crit})")
-            ax.set_xlim(-0.6, len(labels) - 0.4)
-            ax.grid(axis="y", alpha=0.3)
-            ax.set_axisbelow(True)
-            ax.set_title(f"{crit.capitalize()} recall per class", loc="left", fontsize=11)
+            style_recall_axis(ax, crit, len(labels))
         axes[1].set_xticks(x)
         names = class_names(run, labels)
         axes[1].set_xticklabels([f"{c}\n{names.get(c, c)}" if names.get(c, c) != c else c for c in labels],

@@ -28,6 +28,27 @@ class MajorityClassifier(BaseComponent):
         return np.full(len(X), self.majority_)
 
 
+class ImageMajorityClassifier(MajorityClassifier):
+    """The same floor, taking images (for runner tests of image classifiers)."""
+
+    input = "images"
+
+
+class MeanColour(BaseComponent):
+    """Mean R, G, B of each image: a tiny, deterministic feature extractor."""
+
+    tags = Tags(deterministic=True)
+
+    def fit(self, images, y=None):
+        return self
+
+    def get_feature_names_out(self):
+        return ["r", "g", "b"]
+
+    def transform(self, images):
+        return np.array([images[i].reshape(-1, 3).mean(axis=0) for i in range(len(images))], dtype=np.float32)
+
+
 class GoodPlugin:
     @hookimpl
     def register_classifiers(self, register):
