@@ -276,14 +276,9 @@ class Runner:
 
     def _changed_keys(self, stored: dict[str, Any] | None) -> list[str]:
         """The result-relevant keys in which the stored protocol.yaml differs from this protocol."""
-        from cytocompare import config
+        from cytocompare.config import protocol_changes
 
-        changes = getattr(config, "protocol_changes", None)
-        if changes is not None:
-            return list(changes(stored, self.protocol))
-        if stored is None:  # pragma: no cover - the fallback, while config has no protocol_changes
-            return ["protocol.yaml: (missing or unreadable)"]
-        return protocol_changes_fallback(stored, self.protocol.model_dump(mode="json"))
+        return list(protocol_changes(stored, self.protocol))
 
     def _start(self, rd: RunDir, claim: Claim, data: RunData, plan: SplitPlan) -> None:
         """The writes of a run's start, once every check has passed."""
@@ -716,38 +711,6 @@ def _selected_names(model: Pipeline) -> list[str] | None:
     if names is None:
         return [int(i) for i in idx]
     return [names[int(i)] for i in idx]
-
-
-#: protocol keys that change no result (the fallback of :func:`protocol_changes_fallback`)
-RESULT_NEUTRAL_KEYS = frozenset({"name", "description", "n_jobs", "reports", "cache_dir"})
-
-
-def protocol_changes_fallback(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The dotted keys whose values differ between two resolved protocols (as dicts), the
-    result-neutral top-level keys aside. Used until :mod:`cytocompare.config` has
-    ``protocol_changes``."""
-    out: list[str] = []
-
-    def walk(a: Any, b: Any, where: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b), key=str):
-                if not where and key in RESULT_NEUTRAL_KEYS:
-                    continue
-                walk(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
-        elif _as_plain(a) != _as_plain(b):
-            out.append(where or "(whole protocol)")
-
-    walk(old, new, "")
-    return out
-
-
-def _as_plain(value: Any) -> Any:
-    """Tuples and lists compare alike (YAML has only lists)."""
-    if isinstance(value, (list, tuple)):
-        return [_as_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _as_plain(v) for k, v in value.items()}
-    return value
 
 
 def is_unexpected(exc: BaseException) -> bool:

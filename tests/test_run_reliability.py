@@ -26,7 +26,7 @@ from cytocompare.config import load_protocol
 from cytocompare.errors import CytocompareError, DataError
 from cytocompare.locking import DirectoryLock, DirectoryLockedError
 from cytocompare.rundir import RunDir
-from cytocompare.runner import Runner, protocol_changes_fallback
+from cytocompare.runner import Runner
 from cytocompare.testing.datasets import make_cell
 from tests.plugins.dummy import ImageMajorityClassifier, MajorityClassifier, MeanColour
 
@@ -486,14 +486,6 @@ def test_result_neutral_changes_resume_and_a_refusal_names_the_changed_keys(tmp_
     message = str(err.value)
     assert "different protocol" in message and "seed" in message and "methods.m.classifier.name" in message
     assert "n_jobs" not in message and "reports" not in message
-
-
-def test_protocol_changes_fallback_names_nested_keys_and_ignores_neutral_ones():
-    old = {"seed": 1, "n_jobs": 1, "name": "a", "methods": {"m": {"classifier": {"name": "x", "params": {"C": 1}}}},
-           "data": {"image_size": [64, 64]}}
-    new = {"seed": 1, "n_jobs": 4, "name": "b", "methods": {"m": {"classifier": {"name": "x", "params": {"C": 2}}}},
-           "data": {"image_size": (64, 64)}}
-    assert protocol_changes_fallback(old, new) == ["methods.m.classifier.params.C"]
 
 
 # ---------------------------------------------------------------------------- 15. permissions
