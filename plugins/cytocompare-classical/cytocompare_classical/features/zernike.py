@@ -25,8 +25,8 @@ class Zernike(FeatureFamily):
     centroid-to-pixel distance (so moments are translation and scale invariant). For the
     ``mask`` weight f = 1 (pure shape, as mahotas.features.zernike_moments on a binary image);
     for a channel f = its [0, 1] value (how intensity is distributed over the shape).
-    A_nm = (n + 1)/pi * sum f V*_nm / sum f. The basis is computed once per mask and multiplied
-    with all channels in one matrix product.
+    A_nm = (n + 1)/pi * sum f V*_nm / sum f. The basis is computed once per mask, in real
+    arithmetic, and multiplied with all channels in one matrix product.
     """
 
     name = "zernike"
@@ -62,31 +62,43 @@ class Zernike(FeatureFamily):
             if rmax <= 0:
                 continue
             rho = r / rmax
-            theta = np.arctan2(y, x)
-            basis = _basis(rho, theta, idx)  # (K, npix) complex
+            # cos and sin of theta = atan2(y, x), with theta = 0 at the centroid itself
+            safe = np.where(r > 0, r, 1.0)
+            cos1, sin1 = np.where(r > 0, x / safe, 1.0), y / safe
+            re, im = _basis(rho, cos1, sin1, idx)  # V_nm = re + i im, each (K, npix)
             weights = [ctx.channels[c][mask].astype(np.float64) for c in self.settings.channels]
             f = np.stack([np.ones_like(rho)] + weights, axis=1)
             tot = f.sum(0)
-            a = np.abs(np.conj(basis) @ f)  # (K, nw)
+            # sum f conj(V) = sum f re - i sum f im: one real product for both parts
+            both = np.concatenate([re, im]) @ f  # (2K, nw)
+            a = np.hypot(both[: len(idx)], both[len(idx) :])
             norm = np.array([(n + 1) / np.pi for n, _ in idx])[:, None]
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[i] = (norm * a / np.where(tot > 0, tot, np.nan)).T
         return np.nan_to_num(out, nan=FILL_VALUE, posinf=FILL_VALUE, neginf=FILL_VALUE).ravel()
 
 
-def _basis(rho: np.ndarray, theta: np.ndarray, idx: list[tuple[int, int]]) -> np.ndarray:
-    """V_nm for all (n, m) in ``idx``: radial polynomial from cached powers of rho, angular
-    part cos/sin(m theta) computed once per m."""
+def _basis(rho: np.ndarray, cos1: np.ndarray, sin1: np.ndarray,
+           idx: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary parts of V_nm = R_nm(rho) exp(i m theta) for all (n, m) in ``idx``:
+    the radial polynomials as one product of their coefficients with the powers of rho, the
+    angular part cos/sin(m theta) by the angle-addition recurrence from cos/sin(theta) (no
+    complex exponential: ~4x cheaper, equal to rounding)."""
     maxn = max(n for n, _ in idx)
-    powers = [np.ones_like(rho)]
-    for _ in range(maxn):
-        powers.append(powers[-1] * rho)
-    ang = {m: np.exp(1j * m * theta) for m in sorted({m for _, m in idx})}
-    out = np.empty((len(idx), rho.size), dtype=np.complex128)
+    powers = np.empty((maxn + 1, rho.size))
+    powers[0] = 1.0
+    for k in range(1, maxn + 1):
+        powers[k] = powers[k - 1] * rho
+    coef = np.zeros((len(idx), maxn + 1))
     for k, (n, m) in enumerate(idx):
-        radial = np.zeros_like(rho)
         for s in range((n - m) // 2 + 1):
-            coef = (-1) ** s * factorial(n - s) / (factorial(s) * factorial((n + m) // 2 - s) * factorial((n - m) // 2 - s))
-            radial += coef * powers[n - 2 * s]
-        out[k] = radial * ang[m]
-    return out
+            coef[k, n - 2 * s] = (-1) ** s * factorial(n - s) / (
+                factorial(s) * factorial((n + m) // 2 - s) * factorial((n - m) // 2 - s))
+    radial = coef @ powers  # (K, npix)
+    cos_m, sin_m = np.empty((maxn + 1, rho.size)), np.empty((maxn + 1, rho.size))
+    cos_m[0], sin_m[0] = 1.0, 0.0
+    for m in range(1, maxn + 1):
+        cos_m[m] = cos_m[m - 1] * cos1 - sin_m[m - 1] * sin1
+        sin_m[m] = sin_m[m - 1] * cos1 + cos_m[m - 1] * sin1
+    ms = np.array([m for _, m in idx])
+    return radial * cos_m[ms], radial * sin_m[ms]
