@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -77,12 +78,30 @@ class LocalBinaryPatterns(FeatureFamily):
         return np.concatenate(blocks)
 
 
+#: up to this many points a pixel's bit pattern indexes a table of its riu2 codes
+_TABLE_POINTS = 16
+
+
+@lru_cache(maxsize=4)
+def _riu2_table(points: int) -> np.ndarray:
+    """The riu2 code of every P-bit circular pattern: its number of set bits if it has at most 2
+    0/1 transitions around the circle, else P + 1."""
+    patterns = np.arange(1 << points, dtype=np.int64)
+    bits = (patterns[:, None] >> np.arange(points)) & 1
+    transitions = (bits != np.roll(bits, 1, axis=1)).sum(1)
+    return np.where(transitions <= 2, bits.sum(1), points + 1).astype(np.int64)
+
+
 def uniform_lbp(stack: np.ndarray, radius: int, points: int) -> np.ndarray:
     """riu2 LBP codes of each image in a (C, H, W) stack; borders use edge replication."""
     c, h, w = stack.shape
     pad = radius + 1
     padded = np.pad(stack.astype(np.float32, copy=False), ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    bits = np.empty((points, c, h, w), dtype=bool)
+    table = points <= _TABLE_POINTS
+    # bit k of a pixel's pattern is neighbour k >= centre; with few points the pattern is one
+    # integer, its code a table look-up (no per-bit counts over the whole stack)
+    pattern = np.zeros((c, h, w), dtype=np.uint8 if points <= 8 else np.uint16) if table else None
+    bits = None if table else np.empty((points, c, h, w), dtype=bool)
     for k in range(points):
         ang = 2 * np.pi * k / points
         y, x = -radius * np.sin(ang), radius * np.cos(ang)
@@ -96,14 +115,20 @@ def uniform_lbp(stack: np.ndarray, radius: int, points: int) -> np.ndarray:
             return padded[:, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
 
         if fx == 0 and fy == 0:
-            bits[k] = sl(y0, x0) >= stack
-            continue
-        val = np.multiply(sl(y0, x0), np.float32((1 - fy) * (1 - fx)))
-        for wgt, dy, dx in (((1 - fy) * fx, 0, 1), (fy * (1 - fx), 1, 0), (fy * fx, 1, 1)):
-            if wgt > 0:
-                val += np.float32(wgt) * sl(y0 + dy, x0 + dx)
-        # tolerance: interpolation rounding must not flip "equal" neighbours in flat regions
-        bits[k] = val >= stack - 1e-6
+            bit = sl(y0, x0) >= stack
+        else:
+            val = np.multiply(sl(y0, x0), np.float32((1 - fy) * (1 - fx)))
+            for wgt, dy, dx in (((1 - fy) * fx, 0, 1), (fy * (1 - fx), 1, 0), (fy * fx, 1, 1)):
+                if wgt > 0:
+                    val += np.float32(wgt) * sl(y0 + dy, x0 + dx)
+            # tolerance: interpolation rounding must not flip "equal" neighbours in flat regions
+            bit = val >= stack - 1e-6
+        if table:
+            pattern |= bit.astype(pattern.dtype) << k
+        else:
+            bits[k] = bit
+    if table:
+        return _riu2_table(points)[pattern]
     ones = bits.sum(0)
     transitions = (bits != np.roll(bits, 1, axis=0)).sum(0)
     return np.where(transitions <= 2, ones, points + 1).astype(np.int64)
