@@ -142,3 +142,128 @@ def test_committed_docs_are_current() -> None:
     from cytocompare_classical.features.docs import render
 
     assert docs.read_text() == render(), "regenerate with write_feature_docs('docs/features.md')"
+
+
+# ---------------------------------------------------------------- vectorised = plain reference
+# The fast families must give the values of the plain formulas (tests/feature_reference.py,
+# mahotas, scipy.ndimage) to rounding, on real bundled cells: the speed-ups change no feature.
+
+SAMPLE = Path(__file__).resolve().parents[3] / "cytocompare" / "sample_data" / "matek-bm-sample"
+
+
+def _real_context(name: str, fs):  # a bundled real cell, segmented, as the families see it
+    from cytocompare.images import read_image
+    from cytocompare_classical.features import build_context
+    from cytocompare_classical.segmentation import segment_cell
+
+    rgb = read_image(next(SAMPLE.rglob(name)))
+    seg = segment_cell(rgb)
+    assert seg.ok
+    return build_context(rgb, seg, fs)
+
+
+@pytest.mark.parametrize("cell", ["BLA_00002.jpg", "NGS_*.jpg"])
+def test_haralick_family_equals_plain_glcm_loops(cell: str) -> None:
+    import feature_reference as ref
+
+    fs = feature_set("full", {"haralick": {"channels": ["grey", "hed_h"], "distances": [1, 3], "levels": 16}})
+    fam = fs.family("haralick")
+    ctx = _real_context(cell, fs)
+    got = fam.compute(ctx).reshape(3, 2, 2, 13, 2)
+    for i, m in enumerate(("cell", "nucleus", "cytoplasm")):
+        for j, c in enumerate(("grey", "hed_h")):
+            q = ctx.quantised(c, 16)
+            for k, d in enumerate((1, 3)):
+                per_direction = np.stack([ref.haralick(ref.glcm(q, ctx.masks[m], 16, d, v)) for v in ref.DIRECTIONS])
+                np.testing.assert_allclose(got[i, j, k, :, 0], per_direction.mean(0), rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(got[i, j, k, :, 1], np.ptp(per_direction, axis=0), rtol=1e-7, atol=1e-12)
+
+
+def test_haralick_from_glcm_equals_plain_formulas() -> None:
+    import feature_reference as ref
+
+    rng = np.random.default_rng(3)
+    mats = []
+    for _ in range(20):  # sparse, banded, symmetric count matrices like those of real cells
+        m = rng.poisson(2.0, (12, 12)) * (np.abs(np.subtract.outer(np.arange(12), np.arange(12))) < 3)
+        m[: rng.integers(0, 6)] = 0
+        mats.append(m + m.T)
+    mats.append(np.diag([0, 0, 10] + [0] * 9))  # one grey level: degenerate (zero sigma, entropies 0)
+    ours = haralick_from_glcm(np.stack(mats).astype(np.float64))
+    want = np.stack([ref.haralick(m.astype(np.float64)) for m in mats])
+    np.testing.assert_allclose(ours, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["BLA_00002.jpg", "EOS_*.jpg"])
+def test_tas_family_equals_mahotas_pftas(cell: str) -> None:
+    fs = feature_set("full")
+    fam = fs.family("tas")
+    ctx = _real_context(cell, fs)
+    want = []
+    for m in ("cell", "nucleus", "cytoplasm"):
+        for c in fam.settings.channels:
+            img = np.where(ctx.masks[m], np.round(ctx.channels[c] * 254).astype(np.uint8) + 1, 0).astype(np.uint8)
+            want.append(mahotas.features.pftas(img))
+    np.testing.assert_array_equal(fam.compute(ctx), np.concatenate(want))
+
+
+def test_granulometry_morphology_equals_scipy() -> None:
+    from scipy import ndimage as ndi
+
+    from cytocompare_classical.features.granulometry import _morphology
+
+    import cv2
+
+    rng = np.random.default_rng(4)
+    for shape in ((37, 53), (120, 97)):
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        for k in (3, 7, 19):
+            np.testing.assert_array_equal(_morphology(x, cv2.MORPH_OPEN, k), ndi.grey_opening(x, size=(k, k)))
+            np.testing.assert_array_equal(_morphology(x, cv2.MORPH_CLOSE, k), ndi.grey_closing(x, size=(k, k)))
+
+
+def test_zernike_family_equals_complex_exponentials() -> None:
+    import feature_reference as ref
+
+    fs = feature_set("full")
+    fam = fs.family("zernike")
+    ctx = _real_context("MON_*.jpg", fs)
+    got = fam.compute(ctx).reshape(3, 1 + len(fam.settings.channels), -1)
+    for i, m in enumerate(("cell", "nucleus", "cytoplasm")):
+        mask = ctx.masks[m]
+        for j, w in enumerate([np.ones(mask.shape)] + [ctx.channels[c] for c in fam.settings.channels]):
+            np.testing.assert_allclose(got[i, j], ref.zernike(mask, w, fam.settings.degree), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("radius, points", [(1, 8), (2, 16)])
+def test_lbp_table_equals_bit_counts(radius: int, points: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cytocompare_classical.features.lbp as lbp
+
+    rng = np.random.default_rng(5)
+    stack = np.round(rng.random((3, 41, 37)) * 8).astype(np.float32) / 8  # many ties, as in 8-bit channels
+    fast = lbp.uniform_lbp(stack, radius, points)
+    monkeypatch.setattr(lbp, "_TABLE_POINTS", 0)  # the per-bit count path: ones and transitions
+    np.testing.assert_array_equal(fast, lbp.uniform_lbp(stack, radius, points))
+
+
+def test_shape_on_the_bounding_box_equals_the_whole_crop() -> None:
+    from skimage.morphology import convex_hull_image
+
+    from cytocompare_classical.features.shape import _mask_shape
+
+    fs = feature_set("full")
+    ctx = _real_context("NGS_*.jpg", fs)
+    nuc = ctx.masks["nucleus"]
+    row = _mask_shape(nuc, 16)
+    big = np.zeros((nuc.shape[0] + 40, nuc.shape[1] + 60), bool)
+    big[25 : 25 + nuc.shape[0], 7 : 7 + nuc.shape[1]] = nuc  # the same mask elsewhere in a larger crop
+    np.testing.assert_allclose(_mask_shape(big, 16), row, rtol=1e-12, atol=1e-12)
+    # the plain definitions over every pixel: convex area, Feret widths over 36 directions
+    names = [n.split(".")[-1] for n in fs.family("shape").names()[: len(row)]]
+    ys, xs = np.nonzero(nuc)
+    ang = np.deg2rad(np.arange(0, 180, 5))
+    proj = np.outer(ys, np.sin(ang)) + np.outer(xs, np.cos(ang))
+    widths = proj.max(0) - proj.min(0) + 1
+    assert row[names.index("convex_area")] == convex_hull_image(nuc).sum()
+    np.testing.assert_allclose(row[[names.index("feret_max"), names.index("feret_min")]],
+                               [widths.max(), widths.min()], rtol=1e-12)
