@@ -221,9 +221,11 @@ def _client(address: str, n_jobs: int, log: Log) -> Iterator[Any]:
         raise CytocompareError(f"compute backend 'dask' needs dask.distributed: {exc}; "
                                "pip install 'dask[distributed]'") from None
     if address == "local":
-        # processes, not threads: feature extraction and the fits hold the GIL
-        with LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        # processes, not threads: feature extraction and the fits hold the GIL. The runner's
+        # imports (scikit-learn, ...) are done as a worker starts, also one restarted after a
+        # crash, not while it unpickles its first task, which blocks its event loop meanwhile
+        with LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                          preload=["cytocompare.runner"]) as cluster, Client(cluster) as client:
             log(f"[compute] dask: a local cluster of {n_jobs} single-threaded worker processes ({cluster.scheduler_address})")
             yield client
         return
