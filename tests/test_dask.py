@@ -4,7 +4,6 @@ worker killed in the middle of a task survived."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 from pathlib import Path
