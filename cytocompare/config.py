@@ -184,8 +184,9 @@ class Protocol(_Strict):
 
         It covers every key except the result-neutral ones of :data:`RESULT_NEUTRAL_KEYS`:
         ``name``, ``description``, ``n_jobs``, ``cache_dir`` (the feature cache is keyed by
-        content), ``compute`` (where the work runs, not what it computes), ``reports`` and ``evaluation.evaluators`` (recomputed from the predictions on
-        every run and by ``cytocompare report``), and each method's ``artifacts`` and
+        content), ``compute`` (where the work runs, not what it computes), ``reports`` and
+        ``evaluation.evaluators`` (recomputed from the predictions on every run and by
+        ``cytocompare report``), and each method's ``artifacts`` and
         ``keep_checkpoints`` (extra files, not results). Everything else is covered: ``version``,
         ``seed``, ``class_scheme``, ``data`` and ``test_data`` (paths included), ``splits``,
         ``small_classes``, ``near_duplicates``, ``tolerance``, ``evaluation.no_call_classes`` and
