@@ -1,3 +1,4 @@
 from cytocompare.cli import main
 
-main()
+if __name__ == "__main__":  # a dask LocalCluster's worker processes import this module again
+    main()

@@ -66,10 +66,14 @@ def cli() -> None:
 @click.option("--data", "data_path", default=None, help="Override the protocol's data.path (e.g. ../shared/data/matek-bm).")
 @click.option("--test-data", "test_data_path", default=None, help="Override the protocol's test_data.path.")
 @click.option("--only", multiple=True, help="Run only this method (repeatable).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run feature extraction and the folds on a dask cluster: its scheduler's address "
+                   "(tcp://host:8786), or 'local' for a LocalCluster of n_jobs worker processes here. "
+                   "Overrides the protocol's compute key; results are the same.")
 @click.option("-v", "--verbose", count=True, help="More detail (each fold's method and test images).")
 @click.option("-q", "--quiet", count=True, help="Only warnings, errors and the final line.")
 def run(protocol: Path, output: Path | None, data_path: str | None, test_data_path: str | None,
-        only: tuple[str, ...], verbose: int, quiet: int) -> None:
+        only: tuple[str, ...], scheduler: str | None, verbose: int, quiet: int) -> None:
     """Validate PROTOCOL completely, then run every installed method on the identical splits."""
     from cytocompare.config import load_protocol
     from cytocompare.datasets import resolve_data_path
@@ -77,6 +81,10 @@ def run(protocol: Path, output: Path | None, data_path: str | None, test_data_pa
     from cytocompare.runner import Runner
 
     proto = load_protocol(protocol)  # the runner checks it against the registry before any work
+    if scheduler is not None:
+        from cytocompare.config import ComputeSpec
+
+        proto.compute = ComputeSpec(backend="dask", scheduler=scheduler)
     out = output or Path("runs") / proto.name
     # a path given on the command line is relative to the working directory
     data, test_data = (None if p is None else resolve_data_path(p, Path.cwd()) for p in (data_path, test_data_path))

@@ -95,6 +95,24 @@ class NearDuplicatesSpec(_Strict):
         "images are one group (docs/reliability.md); null: byte-identical files only")
 
 
+class ComputeSpec(_Strict):
+    """Where feature extraction and the folds run (cytocompare/compute.py); result-neutral."""
+
+    backend: Literal["local", "dask"] = Field(
+        "local", description="local: this machine (n_jobs processes); dask: a dask.distributed cluster")
+    scheduler: str | None = Field(
+        None, description="dask only: the scheduler's address (tcp://host:8786), or 'local' to start a "
+        "LocalCluster of n_jobs single-threaded worker processes here")
+
+    @model_validator(mode="after")
+    def _scheduler_with_dask(self) -> ComputeSpec:
+        if self.backend == "dask" and not self.scheduler:
+            raise ValueError("backend dask needs a scheduler: its address (tcp://host:8786) or 'local'")
+        if self.backend == "local" and self.scheduler is not None:
+            raise ValueError(f"a scheduler ({self.scheduler!r}) is for backend: dask; the local backend has none")
+        return self
+
+
 class Protocol(_Strict):
     """A whole comparison: data, splits, methods, evaluation and reports."""
 
@@ -117,6 +135,7 @@ class Protocol(_Strict):
         "name -> {method: split} (e.g. the paper's Fig. 3B: classical on holdout70, the CNNs on cv5)")
     n_jobs: Annotated[int, Field(ge=1)] = 1
     cache_dir: str | None = Field(None, description="feature cache; default $CYTOCOMPARE_CACHE or ~/.cache/cytocompare")
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
 
     @field_validator("methods")
     @classmethod
@@ -165,8 +184,9 @@ class Protocol(_Strict):
 
         It covers every key except the result-neutral ones of :data:`RESULT_NEUTRAL_KEYS`:
         ``name``, ``description``, ``n_jobs``, ``cache_dir`` (the feature cache is keyed by
-        content), ``reports`` and ``evaluation.evaluators`` (recomputed from the predictions on
-        every run and by ``cytocompare report``), and each method's ``artifacts`` and
+        content), ``compute`` (where the work runs, not what it computes), ``reports`` and
+        ``evaluation.evaluators`` (recomputed from the predictions on every run and by
+        ``cytocompare report``), and each method's ``artifacts`` and
         ``keep_checkpoints`` (extra files, not results). Everything else is covered: ``version``,
         ``seed``, ``class_scheme``, ``data`` and ``test_data`` (paths included), ``splits``,
         ``small_classes``, ``near_duplicates``, ``tolerance``, ``evaluation.no_call_classes`` and
@@ -184,6 +204,7 @@ RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
     "description",
     "n_jobs",
     "cache_dir",
+    "compute",
     "reports",
     "comparisons",
     "evaluation.evaluators",

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from cytocompare.compute import LocalBackend
 from cytocompare.errors import CytocompareError
 from cytocompare.images import ImageSet
 from cytocompare.locking import DirectoryLock, DirectoryLockedError
@@ -140,7 +141,7 @@ def extractor_key(extractor: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# extraction of one chunk (runs in a joblib worker)
+# extraction of one chunk (runs in a joblib or dask worker)
 # --------------------------------------------------------------------------------------------
 
 
@@ -307,6 +308,7 @@ class FeatureCache:
         n_jobs: int = 1,
         batch_size: int = 64,
         progress: ProgressCallback | None = None,
+        backend: Any = None,
     ) -> np.ndarray:
         """Features of ``images`` (in their order), computing only those not yet stored.
 
@@ -321,6 +323,10 @@ class FeatureCache:
             Images per chunk; each finished chunk is stored at once (the resume granularity).
         progress : callable, optional
             ``progress(done, total)`` over the images that need computing.
+        backend : LocalBackend or DaskBackend, optional
+            Where the chunks are extracted (:mod:`cytocompare.compute`); default this machine's
+            ``n_jobs`` processes. On a dask cluster the chunks' features come back here and are
+            stored in chunk order, as a local run stores them.
 
         Returns
         -------
@@ -345,7 +351,7 @@ class FeatureCache:
         with _lock(folder):
             store = _Store.open(folder, extractor, names)
             missing = _first_of_missing(shas, store.index)
-            self._extract(extractor, images, missing, store, n_jobs, batch_size, progress)
+            self._extract(extractor, images, missing, store, backend or LocalBackend(n_jobs), batch_size, progress)
             rows = np.fromiter((store.index[s] for s in shas), dtype=np.int64, count=len(shas))
             return self._output(store, rows)
 
@@ -356,7 +362,7 @@ class FeatureCache:
         images: ImageSet,
         missing: np.ndarray,
         store: _Store,
-        n_jobs: int,
+        backend: Any,
         batch_size: int,
         progress: ProgressCallback | None,
     ) -> None:
@@ -368,26 +374,18 @@ class FeatureCache:
         chunks = [missing[i:i + batch_size] for i in range(0, total, batch_size)]
         shas = np.asarray(images.content_keys, dtype=object).astype(str)
         done = 0
-        for idx, out in zip(chunks, self._run(extractor, images, chunks, n_jobs)):
-            rows = _validate_output(out, extractor, len(idx), store.n_features)
-            store.append(shas[idx].tolist(), rows)
-            done += len(idx)
-            if progress is not None:
-                progress(done, total)
-
-    @staticmethod
-    def _run(extractor: Any, images: ImageSet, chunks: list[np.ndarray], n_jobs: int) -> Iterator[Any]:
-        """Chunk outputs in order; in-process for ``n_jobs == 1`` (no pickling, exact tracebacks)."""
-        if n_jobs == 1:
-            for idx in chunks:
-                yield _extract_chunk(extractor, images.subset(idx))
-            return
-        from joblib import Parallel, delayed
-
-        # ordered generator: chunks are stored as they finish, in order, so a one-shot run
-        # leaves the store in the images' order and later calls can return a zero-copy view
-        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-        yield from parallel(delayed(_extract_chunk)(extractor, images.subset(idx)) for idx in chunks)
+        # in order: chunks are stored as they come, so a one-shot run leaves the store in the
+        # images' order and later calls can return a zero-copy view
+        outputs = backend.map_ordered(_extract_chunk, ((extractor, images.subset(idx)) for idx in chunks))
+        try:
+            for idx, out in zip(chunks, outputs):
+                rows = _validate_output(out, extractor, len(idx), store.n_features)
+                store.append(shas[idx].tolist(), rows)
+                done += len(idx)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            outputs.close()  # a stop here cancels the chunks still out (on a cluster)
 
     def _output(self, store: _Store, rows: np.ndarray) -> np.ndarray:
         n, d = len(rows), store.n_features

@@ -106,6 +106,7 @@ class ImageSet(Sequence[np.ndarray]):
         arrays: Sequence[np.ndarray] | None = None,
         crop: tuple[int, int] | None = None,
         colour_map: Any = None,
+        encoded: Sequence[bytes] | None = None,
     ) -> None:
         self.paths = np.asarray([str(p) for p in paths], dtype=object)
         self.labels = np.asarray(labels, dtype=object).astype(str)
@@ -117,6 +118,8 @@ class ImageSet(Sequence[np.ndarray]):
         # a callable applied to every decoded image (e.g. cytocompare.colour.ColourMap), with .key()
         self.colour_map = colour_map
         self._arrays = arrays
+        # the encoded files held in memory (:meth:`detached`), decoded instead of reading the paths
+        self._encoded = None if encoded is None else list(encoded)
 
     @classmethod
     def from_arrays(cls, arrays: Sequence[np.ndarray], labels: Sequence[str]) -> ImageSet:
@@ -161,8 +164,12 @@ class ImageSet(Sequence[np.ndarray]):
                 i += len(self)
             if not 0 <= i < len(self):
                 raise IndexError(index)
-            image = self._arrays[i] if self._arrays is not None else read_image(
-                self.paths[i], resize=self.resize, crop=self.crop)
+            if self._arrays is not None:
+                image = self._arrays[i]
+            elif self._encoded is not None:
+                image = decode_image(self._encoded[i], name=self.paths[i], resize=self.resize, crop=self.crop)
+            else:
+                image = read_image(self.paths[i], resize=self.resize, crop=self.crop)
             return image if self.colour_map is None else self.colour_map(image)
         return self.subset(np.arange(len(self))[index])
 
@@ -176,10 +183,23 @@ class ImageSet(Sequence[np.ndarray]):
             arrays=None if self._arrays is None else [self._arrays[i] for i in idx],
             crop=self.crop,
             colour_map=self.colour_map,
+            encoded=None if self._encoded is None else [self._encoded[i] for i in idx],
         )
+
+    def detached(self) -> ImageSet:
+        """The same images holding their encoded files in memory, so that they decode where the
+        paths do not exist (a dask worker without the client's file system: :mod:`cytocompare.compute`).
+        Every image decodes to the same array as from its file (the same :func:`decode_image`);
+        an in-memory set is returned as it is."""
+        if self._arrays is not None or self._encoded is not None:
+            return self
+        return ImageSet(self.paths, self.labels, self.sha256, resize=self.resize, crop=self.crop,
+                        colour_map=self.colour_map, encoded=[Path(p).read_bytes() for p in self.paths])
 
     def read_bytes(self, index: int) -> bytes:
         """The encoded file (for GPU JPEG decoding); in-memory sets encode to PNG."""
+        if self._encoded is not None:
+            return self._encoded[index]
         if self._arrays is None:
             return Path(self.paths[index]).read_bytes()
         from PIL import Image

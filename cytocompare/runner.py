@@ -468,9 +468,28 @@ class Runner:
 
     def _run_methods(self, rd: RunDir, methods: dict[str, MethodSpec], plan: SplitPlan,
                      data: RunData, cache: Any = None) -> tuple[int, int]:
-        """Run every fold not yet done; (folds run, folds resumed)."""
-        done = resumed = 0
+        """Run every fold not yet done; (folds run, folds resumed). On a dask backend
+        (:mod:`cytocompare.compute`, the protocol's ``compute``) features are extracted and folds
+        fitted on the cluster, each fold written here as it comes back, in any order; a
+        checkpointing classifier's folds (the CNNs: their checkpoints live in the run directory)
+        are fitted here."""
+        from cytocompare.compute import open_backend
+
+        tally = {"done": 0, "resumed": 0}
+        with open_backend(self.protocol.compute, self.protocol.n_jobs, self.log) as backend, backend.pool() as pool:
+            self._run_folds(rd, methods, plan, data, cache, backend, pool, tally)
+        return tally["done"], tally["resumed"]
+
+    def _run_folds(self, rd: RunDir, methods: dict[str, MethodSpec], plan: SplitPlan, data: RunData, cache: Any,
+                   backend: Any, pool: Any, tally: dict[str, int]) -> None:
+        """Every fold not yet done, run here or handed to ``pool`` (a dask backend's); ``tally``
+        counts the folds done and resumed."""
         counter = _progress.folds(self.log, sum(len(plan.folds(s)) for m in methods.values() for s in m.splits))
+
+        def finished() -> None:
+            tally["done"] += 1
+            counter.done()
+
         for mname, method in methods.items():
             pipeline = build_method(method, self.registry, self.protocol.seed, self.protocol.n_jobs)
             features: dict[str, np.ndarray] = {}
@@ -480,20 +499,21 @@ class Runner:
                 for k, fold in enumerate(folds):
                     task = FoldTask(mname, method, split, k, fold, f"[{mname} | {split} | fold {k + 1}/{len(folds)}]")
                     if rd.has_predictions(mname, split, k):
-                        resumed += 1
+                        tally["resumed"] += 1
                         self.log(f"{task.tag} already done, resumed")
                         counter.done(resumed=True)
                         continue
                     counter.start(task.tag)
                     if pipeline.features is not None and not features:
                         features, failures = self._features(cache or self._cache(), rd, pipeline, data, mname,
-                                                            method, task.tag)
+                                                            method, task.tag, backend)
                     if failures:
                         task = self._without_failed_cells(task, failures)
+                    if pool is not None and not isinstance(pipeline.classifier, Checkpointing):
+                        self._submit_fold(pool, rd, task, pipeline, data, features, finished)
+                        continue
                     self._run_fold(rd, task, pipeline, data, features)
-                    done += 1
-                    counter.done()
-        return done, resumed
+                    finished()
 
     def _cache(self) -> Any:
         """The feature cache, its folder checked writable (before any work)."""
@@ -513,7 +533,7 @@ class Runner:
         return FeatureCache(root)
 
     def _features(self, cache: Any, rd: RunDir, pipeline: Pipeline, data: RunData, mname: str,
-                  method: MethodSpec, tag: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  method: MethodSpec, tag: str, backend: Any = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """A method's features of every image it will see: the training set, and the external
         test set when one of its splits is external (computed once, cached by content); and the
         cells whose features failed, per image set, with the method's ``on_feature_failure``
@@ -534,7 +554,8 @@ class Runner:
             progress = throttled_progress(self.log, 5, lambda done, total, name=name:
                                           f"{tag} features ({name}): {done}/{total} images",
                                           f"{tag} features ({name})")
-            out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress)
+            out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress,
+                                      backend=backend)
             self.log(f"{tag} features ({name}): {out[name].shape[1]} per image, {time.perf_counter() - t:.1f} s")
         failures: dict[str, Any] = {}
         for name, images in sets.items():
@@ -565,51 +586,57 @@ class Runner:
         test_set = data.test_set(task)
         model = clone(pipeline)
         ckpt_dir = self._give_checkpoint_dir(rd, model, task)
+        self._log_fit(task, model, ckpt_dir)
+        fitted = fit_fold(model, *self._fold_inputs(task, model, data, features, test_rows_later=True))
+        self._finish_fold(rd, task, fitted, test_set, ckpt_dir)
+
+    def _submit_fold(self, pool: Any, rd: RunDir, task: FoldTask, pipeline: Pipeline, data: RunData,
+                     features: dict[str, np.ndarray], finished: Callable[[], None]) -> None:
+        """The fold's fit handed to the cluster (:class:`cytocompare.compute.TaskPool`) with its
+        training and test data; written here when it comes back."""
+        test_set = data.test_set(task)
+        model = clone(pipeline)
+        self._log_fit(task, model, None)
+
+        def on_done(fitted: FittedFold) -> None:
+            self._finish_fold(rd, task, fitted, test_set, None)
+            finished()
+
+        pool.submit(fit_fold, (model, *self._fold_inputs(task, model, data, features)), on_done)
+
+    def _log_fit(self, task: FoldTask, model: Pipeline, ckpt_dir: Path | None) -> None:
         self.log(f"{task.tag} fit on {len(task.fold.train)} images"
                  + (f" (checkpoints in {ckpt_dir})" if ckpt_dir else ""))
         _progress.detail(self.log, f"{task.tag} test on {len(task.fold.test)} {'external' if task.external else 'held-out'} images; "
                                    f"method {model!r}")
+
+    @staticmethod
+    def _fold_inputs(task: FoldTask, model: Pipeline, data: RunData, features: dict[str, np.ndarray],
+                     test_rows_later: bool = False) -> tuple[Any, np.ndarray, Any]:
+        """(training inputs, training labels, test inputs) of a fold: rows of the precomputed
+        features for a method with an extractor, else the images. ``test_rows_later``: the test
+        rows are gathered only after the fit (:class:`_Rows`), so that they and the training rows
+        are not both held during it."""
+        fold, test_set = task.fold, data.test_set(task)
+        y_train = data.train.labels[fold.train]
         if model.features is not None:
-            fitted = self._fit_on_features(model, task, data, features)
-        else:
-            fitted = self._fit_on_images(model, task, data, test_set)
+            test = _Rows(features["test" if task.external else "train"], fold.test)
+            return np.asarray(features["train"][fold.train]), y_train, test if test_rows_later else np.asarray(test)
+        return data.train.subset(fold.train), y_train, test_set.subset(fold.test)
+
+    def _finish_fold(self, rd: RunDir, task: FoldTask, fitted: FittedFold, test_set: ImageSet,
+                     ckpt_dir: Path | None) -> None:
+        """A fitted fold's log line, its files, its artifacts, its checkpoint folder removed."""
         y_test = test_set.labels[task.fold.test]
         acc = float(np.mean(fitted.prediction == y_test)) if len(y_test) else float("nan")
         self.log(f"{task.tag} fit {fitted.fit_seconds:.1f} s, predict {len(task.fold.test)} images "
                  f"{fitted.predict_seconds:.1f} s, accuracy {acc:.3f}")
         self._write_fold(rd, task, fitted, test_set)
-        if task.method.artifacts and task.k == 0 and model.features is None:
+        if task.method.artifacts and task.k == 0 and fitted.model.features is None:
             self._write_artifacts(rd, task, fitted.model, test_set)
         if ckpt_dir is not None and not task.method.keep_checkpoints:
             # the fold's predictions are on disk: the checkpoint has done its job (ResNeXt-50: ~200 MB a fold)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
-
-    @staticmethod
-    def _fit_on_features(model: Pipeline, task: FoldTask, data: RunData,
-                         features: dict[str, np.ndarray]) -> FittedFold:
-        """Selector and classifier fitted on the training rows of precomputed features."""
-        fold = task.fold
-        t = time.perf_counter()
-        model.fit_features(np.asarray(features["train"][fold.train]), data.train.labels[fold.train])
-        fit_s = time.perf_counter() - t
-        t = time.perf_counter()
-        F_test = np.asarray(features["test" if task.external else "train"][fold.test])
-        pred = model.predict_features(F_test)
-        scores = model.predict_proba_features(F_test)
-        return FittedFold(model, pred, scores, fit_s, time.perf_counter() - t)
-
-    @staticmethod
-    def _fit_on_images(model: Pipeline, task: FoldTask, data: RunData, test_set: ImageSet) -> FittedFold:
-        """An image classifier fitted on the fold's training images."""
-        fold = task.fold
-        t = time.perf_counter()
-        model.fit(data.train.subset(fold.train), data.train.labels[fold.train])
-        fit_s = time.perf_counter() - t
-        t = time.perf_counter()
-        test_images = test_set.subset(fold.test)
-        pred = model.predict(test_images)
-        scores = model.predict_proba(test_images) if hasattr(model.classifier_, "predict_proba") else None
-        return FittedFold(model, pred, scores, fit_s, time.perf_counter() - t)
 
     def _write_fold(self, rd: RunDir, task: FoldTask, fitted: FittedFold, test_set: ImageSet) -> None:
         """The fold's predictions and what was fitted (the fold JSON, written last)."""
@@ -700,6 +727,38 @@ class Runner:
             return []
         pairs = self.scheme.tolerated_pairs if spec == "scheme" else spec
         return sorted({tuple(sorted(p)) for p in pairs})  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Rows of a feature matrix (a memmap of the feature cache), gathered by ``np.asarray``."""
+
+    matrix: np.ndarray
+    rows: np.ndarray
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.matrix[self.rows], dtype=dtype)
+
+
+def fit_fold(model: Pipeline, train: Any, y_train: np.ndarray, test: Any) -> FittedFold:
+    """``model`` (unfitted) fitted on a fold's training part and its predictions on the test
+    part: feature rows (``fit_features``) for a method with an extractor, else images. Runs in
+    the run's process or on a dask worker (:mod:`cytocompare.compute`); touches no file."""
+    features = model.features is not None
+    t = time.perf_counter()
+    if features:
+        model.fit_features(train, y_train)
+    else:
+        model.fit(train, y_train)
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    if features:
+        test = np.asarray(test)
+        pred, scores = model.predict_features(test), model.predict_proba_features(test)
+    else:
+        pred = model.predict(test)
+        scores = model.predict_proba(test) if hasattr(model.classifier_, "predict_proba") else None
+    return FittedFold(model, pred, scores, fit_s, time.perf_counter() - t)
 
 
 def _selected_names(model: Pipeline) -> list[str] | None:
