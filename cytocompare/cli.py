@@ -75,9 +75,10 @@ def cli() -> None:
 def run(protocol: Path, output: Path | None, data_path: str | None, test_data_path: str | None,
         only: tuple[str, ...], scheduler: str | None, verbose: int, quiet: int) -> None:
     """Validate PROTOCOL completely, then run every installed method on the identical splits."""
+    from cytocompare import distributed
     from cytocompare.config import load_protocol
     from cytocompare.datasets import resolve_data_path
-    from cytocompare.progress import make_progress
+    from cytocompare.progress import QUIET, make_progress
     from cytocompare.runner import Runner
 
     proto = load_protocol(protocol)  # the runner checks it against the registry before any work
@@ -89,9 +90,13 @@ def run(protocol: Path, output: Path | None, data_path: str | None, test_data_pa
     # a path given on the command line is relative to the working directory
     data, test_data = (None if p is None else resolve_data_path(p, Path.cwd()) for p in (data_path, test_data_path))
     verbosity = max(-1, min(1, verbose - quiet))
-    with make_progress(verbosity) as log:  # a live display when stderr is a terminal, else plain lines
+    main_rank = distributed.current().is_main  # under torchrun the other ranks show only warnings
+    # a live display when stderr is a terminal, else plain lines
+    with make_progress(verbosity if main_rank else QUIET, live=None if main_rank else False) as log:
         result = Runner(proto, out, protocol_path=protocol, data_path=data, test_data_path=test_data,
                         only=list(only) or None, log=log).run()
+    if not main_rank:
+        return
     click.echo(f"finished: {len(result.methods_run)} method(s), {result.folds_done} fold(s) run, "
                f"{result.folds_resumed} fold(s) resumed; results in {result.run_dir}")
     index = result.run_dir / "index.html"

@@ -85,6 +85,9 @@ class Tags:
     requires: tuple[str, ...] = ()
     #: whether it uses a GPU: never, when there is one, or only with one
     gpu: Literal["never", "optional", "required"] = "never"
+    #: a classifier that trains across the processes of a ``torchrun`` launch (DistributedDataParallel,
+    #: each rank a shard of every epoch); under torchrun only such methods run (cytocompare.distributed)
+    distributed: bool = False
 
 
 @runtime_checkable

@@ -39,6 +39,7 @@ from cytocompare.base import clone
 from cytocompare.classes import ClassScheme, load_scheme
 from cytocompare.config import ComponentRef, MethodSpec, Protocol, check_against_registry
 from cytocompare.datasets import resolve_data_path
+from cytocompare import distributed
 from cytocompare.errors import CytocompareError, DataError, OutputError, ProtocolError
 from cytocompare.images import ImageSet
 from cytocompare.locking import DirectoryLock
@@ -196,6 +197,8 @@ class Runner:
         self.log = log
         self.only = only
         self.scheme = load_scheme(self.protocol.class_scheme)
+        #: this process's place in a torchrun launch (rank 0 of 1 without one): only rank 0 writes
+        self.launch = distributed.current()
         #: whether a stop may be recorded in the run directory (decided by its claim, in run)
         self._may_record = False
 
@@ -216,6 +219,8 @@ class Runner:
         """
         methods, skipped = self._methods_to_run()
         rd = RunDir(self.run_dir)
+        if not self.launch.is_main:  # torchrun rank > 0: rank 0 locks and writes the directory
+            return self._run_as_follower(rd, methods, skipped)
         lock = self._lock(rd)
         self._may_record = False  # may a stop be recorded in the directory? (decided by the claim)
         try:
@@ -251,6 +256,18 @@ class Runner:
         self.log(f"run directory: {self.run_dir}")
         return RunResult(self.run_dir, list(methods), skipped, done, resumed, outputs)
 
+    def _run_as_follower(self, rd: RunDir, methods: dict[str, MethodSpec], skipped: list[str]) -> RunResult:
+        """A torchrun rank other than 0: the same data, checks, split plan and folds, in the same
+        order, as rank 0, which holds the lock and writes every file. This rank takes no lock,
+        writes nothing (its stops are recorded by rank 0, or reported by torchrun) and only takes
+        its share of each fold's training (the classifier's DistributedDataParallel); it reads the
+        directory to skip the folds rank 0 finished before, as rank 0 does."""
+        data = self._load_data(rd)
+        self._check_labels(data)
+        plan = self._split_plan(data)
+        done, resumed = self._run_methods(rd, methods, plan, data)
+        return RunResult(self.run_dir, list(methods), skipped, done, resumed)
+
     # ------------------------------------------------------------------ steps
     def _methods_to_run(self) -> tuple[dict[str, MethodSpec], list[str]]:
         """(methods to run, optional methods skipped): the protocol checked against the registry."""
@@ -263,7 +280,20 @@ class Runner:
             if unknown:
                 raise ProtocolError(f"--only: unknown method(s) {unknown}; protocol has {list(self.protocol.methods)}")
             methods = {k: v for k, v in methods.items() if k in self.only}
+        if self.launch.distributed:
+            self._check_distributed(methods)
         return methods, skipped
+
+    def _check_distributed(self, methods: dict[str, MethodSpec]) -> None:
+        """Under a multi-process torchrun launch, every method must train across the ranks."""
+        from cytocompare.base import get_tags
+
+        facts = {name: (m.features is not None or m.selector is not None,
+                        get_tags(self.registry.get("classifier", m.classifier.name).load()).distributed)
+                 for name, m in methods.items()}
+        refused = distributed.methods_not_distributed(facts)
+        if refused:
+            raise ProtocolError(distributed.refusal(self.launch, refused, [n for n in facts if n not in refused]))
 
     def _lock(self, rd: RunDir) -> DirectoryLock:
         """The run directory's lock, taken (creating the folder) before anything is read in it."""
@@ -586,6 +616,9 @@ class Runner:
         test_set = data.test_set(task)
         model = clone(pipeline)
         ckpt_dir = self._give_checkpoint_dir(rd, model, task)
+        if not self.launch.is_main:  # a follower trains its shard; rank 0 predicts and writes the fold
+            model.fit(data.train.subset(task.fold.train), data.train.labels[task.fold.train])
+            return
         self._log_fit(task, model, ckpt_dir)
         fitted = fit_fold(model, *self._fold_inputs(task, model, data, features, test_rows_later=True))
         self._finish_fold(rd, task, fitted, test_set, ckpt_dir)

@@ -7,7 +7,9 @@ It follows the cytocompare/scikit-learn conventions (``input = "images"``; ``fit
 ``classes_`` sorted; ``predict_proba`` columns in ``classes_`` order), trains with one loop
 (:mod:`cytocompare_deep.training`), and implements the optional runner protocols
 (``Checkpointing``, ``WritesArtifacts``, ``ReportsFit``). Fitted models survive ``pickle`` (the
-network travels as a CPU ``state_dict``).
+network travels as a CPU ``state_dict``). Started by ``torchrun`` with several processes, ``fit``
+trains across them with DistributedDataParallel (``Tags(distributed=True)``;
+:mod:`cytocompare_deep.distributed`).
 
 This module must import without torch (the registry reads the constructor's signature): torch and
 the plugin's torch modules are imported inside the methods.
@@ -93,7 +95,7 @@ class CNNClassifier(BaseComponent):
     samples_per_class : int or None
         Draws per class per epoch, with replacement (25,000); ``None`` = plain epochs.
     batch_size : int
-        128.
+        128; under torchrun the global batch, split evenly over the processes.
     lr : float or None
         None: 0.1 * batch / 256 for SGD, 1e-3 for AdamW.
     optimizer : {"sgd", "adamw"}
@@ -105,7 +107,7 @@ class CNNClassifier(BaseComponent):
         Side in pixels the images are resized to before they enter the network (250). Not to be
         confused with the data spec's ``image_size``, the size a file is expected to have.
     device : str
-        "auto" = CUDA if available.
+        "auto" = CUDA if available; under torchrun "auto" and "cuda" mean the GPU of LOCAL_RANK.
     precision : {"auto", "fp32", "bf16", "fp16"}
         "auto" = bf16 autocast on CUDA, fp32 on the CPU.
     channels_last, compile : bool
@@ -129,7 +131,7 @@ class CNNClassifier(BaseComponent):
     """
 
     input: ClassVar[str] = "images"
-    tags: ClassVar[Tags] = Tags(deterministic=False, requires=("torch",), gpu="optional")
+    tags: ClassVar[Tags] = Tags(deterministic=False, requires=("torch",), gpu="optional", distributed=True)
     #: what ``architecture=None`` means for this class
     default_architecture: ClassVar[str] = "resnext50"
 
@@ -224,7 +226,10 @@ class CNNClassifier(BaseComponent):
             return int(self.num_workers)
         if len(images) and str(images.paths[0]).startswith("mem://"):
             return 0  # in-memory arrays: nothing to decode
-        return max(0, min(8, (os.cpu_count() or 2) - 1))
+        from cytocompare.distributed import current
+
+        # the node's cores are shared by its torchrun processes
+        return max(0, min(8, (os.cpu_count() or 2) // current().local_world_size - 1))
 
     def augment_settings(self) -> AugmentSettings:
         """The augmentation settings among this classifier's parameters (checked on the way)."""
@@ -238,11 +243,11 @@ class CNNClassifier(BaseComponent):
         return BatchAugment(**self.augment_settings().as_dict())
 
     def _device(self):
-        from cytocompare_deep.training import resolve_device
+        from cytocompare_deep.distributed import rank_device
 
-        return resolve_device(self.device)
+        return rank_device(self.device)
 
-    def _train_setup(self, images, y: np.ndarray, classes: list[str], dev, workers: int):
+    def _train_setup(self, images, y: np.ndarray, classes: list[str], dev, workers: int, group=None):
         """The training loop's settings, from this classifier's parameters."""
         from cytocompare_deep import training
 
@@ -264,7 +269,7 @@ class CNNClassifier(BaseComponent):
             augment=self._make_augment(),
             random_state=int(self.random_state),
             deterministic=bool(self.deterministic),
-            progress=bool(self.progress),
+            progress=bool(self.progress) and (group is None or group.is_main),  # one rank reports
             checkpoint_dir=None if self.checkpoint_dir is None else Path(self.checkpoint_dir),
             resume=bool(self.resume),
             fingerprint=_fingerprint(images, y),
@@ -272,6 +277,7 @@ class CNNClassifier(BaseComponent):
             params={**self.get_params(deep=False), "model": self._architecture(), "width": self.width},
             num_workers=workers,
             on_epoch_end=getattr(self, "_on_epoch_end", None),
+            group=group,
         )
 
     # ------------------------------------------------------------------ fit
@@ -279,11 +285,12 @@ class CNNClassifier(BaseComponent):
     def fit(self, images, y) -> CNNClassifier:
         import torch
 
-        from cytocompare_deep import loading, models, training
+        from cytocompare_deep import distributed, loading, models, training
 
         y, classes, y_idx = _encode_labels(images, y)
-        dev = self._device()
-        setup = self._train_setup(images, y, classes, dev, self._num_workers(images))
+        group = distributed.join(self.device)  # None in one process; under torchrun this rank's part
+        dev = group.device if group is not None else self._device()
+        setup = self._train_setup(images, y, classes, dev, self._num_workers(images), group)
         fork_devices = [dev.index or 0] if dev.type == "cuda" else []
         with _torch_algorithms(bool(self.deterministic), dev), torch.random.fork_rng(devices=fork_devices), \
                 _seeded_numpy_python(self.random_state):
@@ -300,7 +307,8 @@ class CNNClassifier(BaseComponent):
         self.n_parameters_ = models.count_parameters(model)
         self.history_ = list(setup.history)
         self.fit_facts_ = {"device": str(dev), "precision": _precision_name(setup.amp_dtype),
-                           "data_on_device": bool(source.resident)}
+                           "data_on_device": bool(source.resident),
+                           "world_size": 1 if group is None else group.world_size}
         return self
 
     def fit_report(self) -> dict[str, Any]:

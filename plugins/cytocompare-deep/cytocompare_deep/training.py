@@ -8,6 +8,10 @@ normalised, run under bf16 autocast (CUDA) in channels_last, and the loss is sum
 
 Checkpoints (``checkpoint_dir/last.pt``) hold only tensors and plain Python values and are read
 with ``torch.load(weights_only=True)``: a file with arbitrary pickled objects is refused.
+
+Under a multi-process ``torchrun`` launch (``TrainSetup.group``, :mod:`cytocompare_deep.distributed`)
+each rank takes its shard of every global batch, the network runs in DistributedDataParallel,
+the epoch's loss is averaged over the ranks, and rank 0 alone writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -210,6 +214,8 @@ class TrainSetup:
     params: dict[str, Any]
     num_workers: int = 0
     on_epoch_end: Callable[[int], None] | None = None
+    #: this process's part in a torchrun launch (cytocompare_deep.distributed.Group); None: one process
+    group: Any = None
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -243,7 +249,10 @@ class Stepper:
         fp16 = setup.amp_dtype is torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=setup.label_smoothing)
-        self.forward = torch.compile(model) if setup.compile else model
+        # under torchrun the forward pass goes through DistributedDataParallel (gradients averaged
+        # over the ranks); the optimizer, the checkpoint and the fitted model keep the plain module
+        wrapped = setup.group.wrap(model) if setup.group is not None else model
+        self.forward = torch.compile(wrapped) if setup.compile else wrapped
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dev = self.setup.device.type
@@ -280,9 +289,12 @@ class EpochPlan:
 
 def plan_epochs(y: np.ndarray, setup: TrainSetup) -> EpochPlan:
     """Steps per epoch from the epoch's length; the last partial batch is dropped, so every step has
-    the same shape (``torch.compile``, batch norm)."""
+    the same shape (``torch.compile``, batch norm). ``batch_size`` is the global batch: the same
+    steps and schedule for any number of torchrun processes, which split each batch evenly."""
     n_per_epoch = len(epoch_indices(y, len(setup.classes), setup.samples_per_class, setup.random_state, 0))
     bs = min(setup.batch_size, n_per_epoch)
+    if setup.group is not None:
+        setup.group.local_batch(bs)  # refuses a batch the ranks cannot split evenly
     steps = max(1, n_per_epoch // bs)
     return EpochPlan(steps, bs, steps * setup.epochs, int(round(setup.warmup_epochs * steps)))
 
@@ -352,15 +364,20 @@ def run_epoch(
     bs, steps = plan.batch_size, plan.steps
     stepper.model.train()
     order = epoch_indices(y, len(setup.classes), setup.samples_per_class, setup.random_state, epoch)[: steps * bs]
+    rows = bs  # rows of each step in this process
+    if setup.group is not None:  # torchrun: this rank's shard of every global batch
+        order, rows = setup.group.shard(order), setup.group.local_batch(bs)
     order_dev = torch.as_tensor(order, device=setup.device)
     loss_sum = torch.zeros((), device=setup.device)
     t0 = time.perf_counter()
-    for s, xb in enumerate(source.batches(order, bs)):
-        yb = y_dev.index_select(0, order_dev[s * bs : (s + 1) * bs])
+    for s, xb in enumerate(source.batches(order, rows)):
+        yb = y_dev.index_select(0, order_dev[s * rows : (s + 1) * rows])
         x = prepare_input(xb, mean_t, std_t, setup.channels_last, setup.augment, gen)
         loss_sum += stepper(x, yb)
         if advance is not None:
             advance(bs)
+    if setup.group is not None:
+        setup.group.mean_(loss_sum)  # the loss of the global batches, the same on every rank
     mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
     secs = time.perf_counter() - t0
     return {
@@ -398,6 +415,11 @@ def train(
     if ckpt_path is not None and setup.resume and ckpt_path.exists():
         start_epoch, mean, std = restore_checkpoint(ckpt_path, setup, model, stepper, gen)
         _log(setup, f"resumed from {ckpt_path} after epoch {start_epoch}/{setup.epochs}")
+    if setup.group is not None:
+        setup.group.agree("the fold's training set, checkpoint and schedule",
+                          {"training set": setup.fingerprint[:16], "resumed after epoch": start_epoch,
+                           "steps per epoch": plan.steps})
+    writes = setup.group is None or setup.group.is_main  # rank 0 alone writes the checkpoint
 
     mean_t = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=dev).view(1, 3, 1, 1)
@@ -405,6 +427,8 @@ def train(
     n_images = (setup.epochs - start_epoch) * plan.steps * plan.batch_size
     with progress.bar(f"[{setup.name}] training", n_images) if setup.progress else nullcontext(None) as advance:
         for epoch in range(start_epoch, setup.epochs):
+            if setup.group is not None:
+                setup.group.seed_epoch(setup.random_state, epoch, gen)
             rec = run_epoch(stepper, source, y, y_dev, epoch, plan, mean_t, std_t, gen, advance)
             setup.history.append(rec)
             _log(
@@ -414,7 +438,7 @@ def train(
             )
             if setup.progress:
                 progress.describe(f"[{setup.name}] training, epoch {epoch + 1}/{setup.epochs} loss {rec['loss']:.4f}")
-            if ckpt_path is not None:
+            if ckpt_path is not None and writes:
                 save_checkpoint(ckpt_path, checkpoint_state(model, stepper, gen, setup, epoch + 1, mean, std))
             if setup.on_epoch_end is not None:
                 setup.on_epoch_end(epoch + 1)

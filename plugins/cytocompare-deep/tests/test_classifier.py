@@ -66,7 +66,7 @@ def test_every_augmentation_setting_is_a_parameter_with_its_default_and_is_forwa
 
 def test_tags_and_optional_protocols():
     for cls in (C.ResNeXt50Classifier, C.SequentialCNNClassifier):
-        assert get_tags(cls) == Tags(deterministic=False, requires=("torch",), gpu="optional")
+        assert get_tags(cls) == Tags(deterministic=False, requires=("torch",), gpu="optional", distributed=True)
         clf = cls()
         assert isinstance(clf, Checkpointing) and isinstance(clf, WritesArtifacts) and isinstance(clf, ReportsFit)
 
@@ -84,6 +84,7 @@ def test_fit_report_is_json_and_says_what_ran():
     assert report["architecture"] == "sequential-cnn" and report["width"] is None
     assert report["epochs_completed"] == 2 and report["device"] == "cpu" and report["precision"] == "fp32"
     assert report["input_size"] == 32 and report["data_on_device"] is True and report["compile"] is False
+    assert report["world_size"] == 1  # one process (torchrun: tests/test_torchrun.py)
     assert report["parameters"] == clf.n_parameters_ and report["final_loss"] == clf.history_[-1]["loss"]
     res = tiny(C.ResNeXt50Classifier, epochs=1).fit(images, y).fit_report()
     assert res["architecture"] == "resnext50" and res["width"] == "tiny"
