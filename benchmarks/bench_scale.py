@@ -288,7 +288,7 @@ def bench_stream(data: Path, results: Path, n_images: int, batch: int, size: int
                torch_threads=torch.get_num_threads())
     x = next(iter(StreamedImages(images, size, torch.device("cpu")).batches(order[:batch], batch)))
     for stain in ("none", "hed", "macenko-hed"):
-        aug = BatchAugment(stain=stain) if stain != "none" else BatchAugment(stain=None)
+        aug = BatchAugment(stain=None if stain == "none" else stain)
         xf = x.float() / 255
         aug(xf)  # warm-up
         with Timer() as t:

@@ -83,9 +83,9 @@ def _column_sum(X: np.ndarray, transform=None) -> np.ndarray:
     ``transform(X.astype(float64)).sum(axis=0)`` without a float64 copy of ``X``."""
     total: np.ndarray | None = None
     for start in range(0, X.shape[0], _SUM_BLOCK_ROWS):
-        blk = np.asarray(X[start:start + _SUM_BLOCK_ROWS], dtype=np.float64)
-        if transform is not None:
-            blk = transform(blk)
+        blk = X[start:start + _SUM_BLOCK_ROWS]
+        # a copy when transformed: ``transform`` works in place, and a float64 X's block is a view
+        blk = np.asarray(blk, dtype=np.float64) if transform is None else transform(np.array(blk, dtype=np.float64))
         stacked = blk if total is None else np.concatenate([total[None], blk])
         total = np.add.reduce(stacked, axis=0)
     assert total is not None
