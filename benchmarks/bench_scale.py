@@ -20,8 +20,9 @@ docs/scaling.md from them.
 
 The class counts are the scheme's (``cytocompare/schemes/matek2021.yaml``, ``n_paper``).
 Generated JPEGs are tiny (16 x 16 random noise, ~0.7 kB): the data-side figures time the
-listing, hashing, decoding and planning of 171,374 files, not the decoding of 250 x 250 JPEGs;
-``data --real`` times the same check on real 250 x 250 files for the per-file decode cost.
+listing, hashing, decoding and planning of 171,374 files, not the decoding of 250 x 250 JPEGs
+(``data --root ../shared/data/matek-bm --image-size 250`` times the same check on 2,800 real
+files, for the per-file cost of real images).
 """
 
 from __future__ import annotations
@@ -308,12 +309,12 @@ def table(results: Path) -> str:
     lines = []
     data = [r for r in rows if r.get("bench") == "data"]
     if data:
-        lines += ["| data side | files | list s | check s (CPU s) | plan 5-fold + 70/30 s | total s | peak RSS GB |",
+        lines += ["| data side | files | list s | check s (CPU s) | plan 5-fold + 70/30 s (CPU s) | total s | peak RSS GB |",
                   "|---|---|---|---|---|---|---|"]
         for r in data:
             lines.append(f"| {r['root']}{' (+ near-duplicate hashes)' if r['near_duplicates'] else ''} | "
                          f"{r['n_files']:,} | {r['list_s']} | {r['check_s']} ({r['check_cpu_s']}) | "
-                         f"{r['plan_s']} | {r['total_s']} | {r['peak_rss_gb']} |")
+                         f"{r['plan_s']} ({r['plan_cpu_s']}) | {r['total_s']} | {r['peak_rss_gb']} |")
         lines.append("")
     cl = {(r["rows"], r["step"]): r for r in rows if r.get("bench") == "classical"}
     if cl:
