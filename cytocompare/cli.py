@@ -200,6 +200,60 @@ def schema() -> None:
     click.echo(json.dumps(Protocol.model_json_schema(), indent=2))
 
 
+@cli.group()
+def data() -> None:
+    """Check a data folder against the published data set (docs/data.md)."""
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    """``HxW`` (e.g. 250x250) -> (height, width)."""
+    if value is None:
+        return None
+    try:
+        h, w = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected HEIGHTxWIDTH, e.g. 250x250") from None
+    return h, w
+
+
+@data.command("check")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--protocol", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Take the class scheme, layout, expected image size and near-duplicate threshold from this "
+                   "protocol (e.g. protocols/paper.yaml).")
+@click.option("--scheme", default=None, help="Class scheme whose published counts are expected (default: the "
+              "protocol's, else matek2021).")
+@click.option("--image-size", default=None, metavar="HxW",
+              help="Expected size of every image, e.g. 250x250 (default: the protocol's data.image_size, else "
+                   "not checked).")
+@click.option("--near-duplicates/--no-near-duplicates", default=False, show_default=True,
+              help="Also look for near-identical images (perceptual hash; the protocol's threshold, else 16).")
+def data_check(path: Path, protocol: Path | None, scheme: str | None, image_size: str | None,
+               near_duplicates: bool) -> None:
+    """Compare the images under PATH with the scheme's classes and published counts; exit 1 if they differ."""
+    from rich.console import Console
+
+    from cytocompare.config import load_protocol
+    from cytocompare.data_check import check_data, class_table, summary_lines
+    from cytocompare.near_duplicates import DEFAULT_THRESHOLD
+
+    proto = None if protocol is None else load_protocol(protocol)
+    size = _size(image_size) or (proto.data.image_size if proto is not None else None)
+    threshold = None
+    if near_duplicates:
+        threshold = proto.near_duplicates.threshold if proto is not None else DEFAULT_THRESHOLD
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    report = check_data(path, scheme=scheme or (proto.class_scheme if proto is not None else "matek2021"),
+                        layout=proto.data.layout if proto is not None else "auto",
+                        image_size=None if size is None else tuple(size), near_duplicate_threshold=threshold)
+    console = Console(width=max(100, Console().width), highlight=False)
+    console.print(class_table(report))
+    for line in summary_lines(report):
+        console.print(line, markup=False, soft_wrap=True)
+    if not report.matches:
+        sys.exit(1)
+
+
 def _table(header: list[str], rows: list[tuple]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     widths[-1] = 0  # the last column is free text

@@ -311,3 +311,20 @@ def test_same_picks_as_reference_on_real_handcrafted_features(shared_data: Path)
     Xd = _distinct_columns(apply_thresholds(X, fit_thresholds(X), "sigma"))
     for method in ("MIQ", "MID"):
         assert _assert_same_clear_picks(Xd, images.labels, 10, method) >= 5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigma_thresholds_over_many_row_blocks_equal_numpys_mean_and_sd(dtype) -> None:
+    """The blocked float64 sums (no float64 copy of a float32 X) give numpy's values bit for bit."""
+    from cytocompare_classical import discretize
+
+    rng = np.random.default_rng(3)
+    n = 3 * discretize._SUM_BLOCK_ROWS + 17  # several blocks and a partial one
+    X = (rng.normal(size=(n, 9)) * rng.exponential(5, 9) + rng.normal(0, 100, 9)).astype(dtype)
+    mean = X.mean(axis=0, dtype=np.float64)
+    sd = X.std(axis=0, dtype=np.float64, ddof=1)
+    expected = np.stack([mean - 0.5 * sd, mean + 0.5 * sd], axis=1)
+    np.testing.assert_array_equal(fit_thresholds(X, "sigma", sigma_k=0.5), expected)
+    before = X.copy()
+    fit_thresholds(X)
+    np.testing.assert_array_equal(X, before)  # the caller's matrix is never written to
