@@ -113,3 +113,14 @@ def test_no_rows_no_chart(tmp_path: Path) -> None:
     run.write_csv("metrics/paired_per_class_s.csv", ["criterion", "method_a", "method_b", "class"], [])
     assert draw_paired_per_class(run, "s", alpha=ALPHA) is None
     assert not (tmp_path / "charts").exists()
+
+
+def test_a_bound_of_minus_epsilon_is_printed_as_zero() -> None:
+    from cytocompare.reports.paired import describe_per_class
+
+    row = {"method_a": "deep", "method_b": "classical", "criterion": "strict", "class": "BLA", "n": 60,
+           "recall_a": 0.9, "recall_b": 0.77, "diff": 0.13, "ci_low": -1e-17, "ci_high": 0.27, "p_holm": 0.6}
+    assert "by 0.13 [0.00, 0.27]" in describe_per_class(row)
+    fig = paired_per_class_figure([row], {}, "s", alpha=ALPHA)
+    assert "+0.13 [+0.00, +0.27]" in [t.get_text() for t in fig.axes[0].texts]
+    fig.clf()

@@ -202,6 +202,12 @@ _CLEAR = {"fmt": "o", "color": "tab:blue", "markerfacecolor": "tab:blue", "ecolo
 _UNCLEAR = {"fmt": "o", "color": "0.45", "markerfacecolor": "white", "ecolor": "0.55"}
 
 
+def _no_negative_zero(x: float) -> float:
+    from cytocompare.reports.paired import no_negative_zero  # paired imports this module
+
+    return no_negative_zero(float(x))
+
+
 def _f(value: Any) -> float:
     try:
         return float(value) if value not in ("", None) else math.nan
@@ -252,8 +258,9 @@ def paired_per_class_figure(rows: Sequence[Mapping[str, Any]], names: Mapping[st
             if (~has_ci).any():
                 ax.errorbar(diff[~has_ci], y[~has_ci], fmt="x", color="0.3", label="no interval", zorder=3)
             for k in range(len(sub)):  # the values in words, at the right edge
-                ci = f"[{lo[k]:+.2f}, {hi[k]:+.2f}]" if has_ci[k] else "[–]"
-                ax.text(1.01, y[k], f"{diff[k]:+.2f} {ci}", transform=ax.get_yaxis_transform(), va="center",
+                d, low, high = (_no_negative_zero(v) for v in (diff[k], lo[k], hi[k]))
+                ci = f"[{low:+.2f}, {high:+.2f}]" if has_ci[k] else "[–]"
+                ax.text(1.01, y[k], f"{d:+.2f} {ci}", transform=ax.get_yaxis_transform(), va="center",
                         fontsize=7.5, color="tab:blue" if clear[k] else "0.35")
             style_recall_difference_axis(ax, crit or "strict", len(sub), limit, f"{a} − {b}" + (f", {crit}" if crit else ""))
             ax.set_yticks(y)

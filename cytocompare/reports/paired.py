@@ -36,9 +36,16 @@ def _fmt_p(p: float) -> str:
 
 
 def _fmt_ci(diff: float, low: float, high: float) -> str:
+    d, lo, hi = (no_negative_zero(x) for x in (diff, low, high))
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{diff:.2f} [no interval]"
-    return f"{diff:.2f} [{low:.2f}, {high:.2f}]"
+        return f"{d:.2f} [no interval]"
+    return f"{d:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def no_negative_zero(x: float, digits: int = 2) -> float:
+    """``x`` rounded to ``digits``, with -0.0 made 0.0: a bootstrap bound of -1e-17 is printed
+    "0.00", not "-0.00" (which reads as a negative difference)."""
+    return round(x, digits) + 0.0 if math.isfinite(x) else x
 
 
 def describe_per_class(row: Mapping, names: Mapping[str, str] | None = None, *, alpha: float = ALPHA) -> str:
