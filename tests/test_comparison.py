@@ -156,7 +156,8 @@ def test_table1_paper_layout(made: tuple[RunDir, dict]) -> None:
     Table1Reporter().report(run.path)
     scheme = load_scheme("matek2021")
     md = (run.path / "table1_paper_holdout70.md").read_text()
-    assert "published (transcribed, unverified)" in md and "marrovision" in md
+    assert "published (checked against the publisher's Table 1)" in md and "marrovision" in md
+    assert "view-large/10296123" in md  # where it was checked
     rows = _read(run.path / "metrics" / "table1_paper_holdout70.csv")
     classical = [r for r in rows if r["method"] == "classical"]
     # the run's classes (ABE too, which this split did not test) in lineage order
@@ -186,7 +187,8 @@ def test_table1_paper_layout(made: tuple[RunDir, dict]) -> None:
 
 def test_scheme_published_table() -> None:
     pub = load_scheme("matek2021").published_table1
-    assert pub["status"] == "transcribed, unverified" and len(pub["classes"]) == 21
+    assert pub["status"] == "checked against the publisher's Table 1" and len(pub["classes"]) == 21
+    assert "all 84 values" in pub["checked"]
     # anchors-deep.md 1c, marrovision transcription (strict): a few spot values
     assert pub["classes"]["ABE"]["recall_strict"] == 0.20 and pub["classes"]["NGS"]["precision_strict"] == 0.92
     assert pub["classes"]["KSC"]["recall_strict"] == 0.90

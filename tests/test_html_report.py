@@ -20,7 +20,9 @@ import pytest
 from PIL import Image
 
 from cytocompare.evaluation import evaluate_and_report
+from cytocompare.reports.charts import draw_paired_per_class
 from cytocompare.reports.html import HtmlReporter, _difference_sentence
+from cytocompare.reports.paired import ALPHA
 from cytocompare.rundir import RunDir
 from test_reports import LABELS, NAMES, make_synthetic_run
 
@@ -78,6 +80,7 @@ def _extras(run: RunDir) -> None:
     run.write_csv("metrics/paired_per_class_cv.csv",
                   ["method_a", "method_b", "class", "n", "recall_a", "recall_b", "diff", "ci_low", "ci_high", "p",
                    "p_holm"], PER_CLASS)
+    draw_paired_per_class(run, "cv", alpha=ALPHA)  # the chart the paired-stats reporter draws from that CSV
     for name in ("test_skipped.csv", "skipped.csv", "near_duplicates.csv"):
         run.write_csv(name, ["path", "reason"], [["x/bad file.jpg", "unreadable"]])
     run.write_json("splits.json", {"cv": {"kind": "kfold"}})
@@ -130,8 +133,10 @@ def test_paired_statistics_in_words(run: RunDir, html: str) -> None:
 
 
 def test_per_class_paired_rendered_when_present(run: RunDir, html: str, tmp_path: Path) -> None:
-    assert "deep beats classical on BLA (blast) recall by 0.12 [0.08, 0.16]" in html
-    assert "classical scores higher than deep on NGS (segmented neutrophil) recall by 0.20 [-0.20, 0.60]" in html
+    # the words of paired_<split>.md (describe_per_class): "beats" where the Holm-corrected p says so
+    assert "deep beats classical on BLA (blast) by 0.12 [0.08, 0.16], Holm p = 0.007 (n = 60)" in html
+    assert ("classical is ahead of deep on NGS (segmented neutrophil) by 0.20 [-0.20, 0.60], not a clear "
+            "difference (Holm p = 1.000, n = 5)") in html
     assert "<td>0.007</td>" in html  # p_holm of BLA
     # absent file: no section, no error
     other = make_synthetic_run(tmp_path / "run", n_folds=2)
@@ -152,6 +157,19 @@ def test_one_method_says_there_is_no_comparison(tmp_path: Path) -> None:
     html = (run.path / "index.html").read_text()
     assert html.count("One method on this split: no paired comparison.") == 2
     assert _unresolved(run.path) == []
+
+
+def test_per_class_chart_beside_the_sentences(run: RunDir, html: str) -> None:
+    start = html.index("Per class: recall differences")
+    end = html.index("</table>", start)
+    section = html[start:end]
+    chart = "charts/paired_per_class_cv.png"
+    assert (run.path / chart).is_file()
+    srcs = [v for tag, v in _parse(html).refs if tag == "img"]
+    assert srcs.count(chart) == 1  # shown once: here, not again among the split's other charts
+    assert f'<img src="{chart}"' in section
+    assert section.index("deep beats classical on BLA") < section.index("<table")  # words and chart, then table
+    assert section.index('<div class="beside">') < section.index("deep beats") < section.index(chart)
 
 
 # ------------------------------------------------------------------ the tables

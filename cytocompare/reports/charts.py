@@ -1,4 +1,5 @@
-"""Charts: per-class recall of every method (paper Fig. 3B) and confusion matrices (Fig. 2).
+"""Charts: per-class recall of every method (paper Fig. 3B), confusion matrices (Fig. 2) and the
+per-class paired recall differences with their intervals (a forest plot per split).
 
 matplotlib is imported inside the functions, with the Agg backend, so that importing this
 module is cheap and never needs a display.
@@ -7,6 +8,7 @@ module is cheap and never needs a display.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 from cytocompare.base import BaseComponent
 from cytocompare.evaluation import display_order, pooled_predictions, split_labels
 from cytocompare.metrics import confusion_matrix
-from cytocompare.reports import MetricsView, ensure_metrics
+from cytocompare.reports import MetricsView, class_names, ensure_metrics
 from cytocompare.rundir import RunDir
 
 
@@ -28,15 +30,40 @@ def _pyplot() -> Any:
     return plt
 
 
+def _recall_look(ax: Any, value_axis: str, title: str) -> None:
+    """What every recall axis shares: a light grid along the value axis, behind the data; title left."""
+    ax.grid(axis=value_axis, alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(title, loc="left", fontsize=11)
+
+
 def style_recall_axis(ax: Any, criterion: str, n_classes: int) -> None:
     """The per-class recall axis every recall chart shares (0-1, grid, title by criterion)."""
     ax.set_ylim(0, 1.05)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel(f"recall ({criterion})")
     ax.set_xlim(-0.6, n_classes - 0.4)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.set_title(f"{criterion.capitalize()} recall per class", loc="left", fontsize=11)
+    _recall_look(ax, "y", f"{criterion.capitalize()} recall per class")
+
+
+def style_recall_difference_axis(ax: Any, criterion: str, n_classes: int, limit: float, title: str) -> None:
+    """The recall axis turned on its side for a difference of recalls (forest plot): classes down
+    the y axis (the first on top), a - b along x in [-limit, limit], 0 (no difference) marked."""
+    from matplotlib.ticker import MultipleLocator
+
+    ax.set_xlim(-limit, limit)
+    ax.xaxis.set_major_locator(MultipleLocator(0.1 if limit <= 0.5 else 0.25))
+    ax.set_ylim(n_classes - 0.4, -0.6)
+    ax.axvline(0.0, color="0.3", linewidth=0.9, zorder=1)
+    _recall_look(ax, "x", title)
+
+
+def difference_limit(values: np.ndarray) -> float:
+    """Half-width of a recall-difference axis: the largest |value| rounded up to 0.1 with a margin,
+    between 0.2 and 1.05 (a difference of recalls lies in [-1, 1])."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    return float(min(1.05, max(0.2, math.ceil(top * 10 + 0.5) / 10)))
 
 
 def _safe(name: str) -> str:
@@ -168,3 +195,105 @@ class ConfusionChartReporter(BaseComponent):
         fig.savefig(path, dpi=self.dpi)
         plt.close(fig)
         return path
+
+
+#: the marker style of a per-class difference: clear (Holm p < alpha) or not
+_CLEAR = {"fmt": "o", "color": "tab:blue", "markerfacecolor": "tab:blue", "ecolor": "tab:blue"}
+_UNCLEAR = {"fmt": "o", "color": "0.45", "markerfacecolor": "white", "ecolor": "0.55"}
+
+
+def _no_negative_zero(x: float) -> float:
+    from cytocompare.reports.paired import no_negative_zero  # paired imports this module
+
+    return no_negative_zero(float(x))
+
+
+def _f(value: Any) -> float:
+    try:
+        return float(value) if value not in ("", None) else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def paired_per_class_figure(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str], split: str, *,
+                            alpha: float, width: float = 14.0) -> Any:
+    """Forest plot of per-class recall differences: one panel per method pair (rows of panels)
+    and criterion (columns), classes down the y axis in the rows' order with name and n, the
+    difference a - b as a dot and its 95 % CI (``ci_low``, ``ci_high``) as a horizontal bar.
+
+    ``rows`` are rows of ``metrics/paired_per_class_<split>.csv`` (keys of
+    :data:`cytocompare.stats.PAIRED_PER_CLASS_COLUMNS` plus ``criterion``). Filled blue: Holm p <
+    ``alpha`` (the rule the sentences use, :func:`cytocompare.reports.paired.describe_per_class`);
+    hollow grey otherwise. Each panel's error-bar containers carry the labels ``Holm p < alpha``,
+    ``Holm p ≥ alpha`` and ``no interval`` (a point without a CI).
+    """
+    plt = _pyplot()
+    pairs = list(dict.fromkeys((str(r["method_a"]), str(r["method_b"])) for r in rows))
+    criteria = list(dict.fromkeys(str(r.get("criterion", "")) for r in rows))
+    by_panel: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_panel.setdefault((str(r["method_a"]), str(r["method_b"]), str(r.get("criterion", ""))), []).append(r)
+    values = np.array([_f(r[k]) for r in rows for k in ("diff", "ci_low", "ci_high")], dtype=float)
+    limit = difference_limit(values)
+    n_rows = max((len(v) for v in by_panel.values()), default=1)
+    fig, axes = plt.subplots(len(pairs), len(criteria), figsize=(width, len(pairs) * (0.36 * n_rows + 1.3) + 0.8),
+                             sharex=True, squeeze=False, constrained_layout=True)
+    for i, (a, b) in enumerate(pairs):
+        for j, crit in enumerate(criteria):
+            ax = axes[i][j]
+            sub = by_panel.get((a, b, crit), [])
+            codes = [str(r["class"]) for r in sub]
+            y = np.arange(len(sub), dtype=float)
+            diff = np.array([_f(r["diff"]) for r in sub], dtype=float)
+            lo = np.array([_f(r["ci_low"]) for r in sub], dtype=float)
+            hi = np.array([_f(r["ci_high"]) for r in sub], dtype=float)
+            p_holm = np.array([_f(r["p_holm"]) for r in sub], dtype=float)
+            has_ci = np.isfinite(lo) & np.isfinite(hi)
+            clear = has_ci & np.isfinite(p_holm) & (p_holm < alpha)
+            for sel, style, label in ((clear, _CLEAR, f"Holm p < {alpha:g}"),
+                                      (has_ci & ~clear, _UNCLEAR, f"Holm p ≥ {alpha:g}")):
+                if sel.any():
+                    ax.errorbar(diff[sel], y[sel], xerr=np.vstack([diff[sel] - lo[sel], hi[sel] - diff[sel]]),
+                                capsize=3, elinewidth=1.6, markersize=6, label=label, zorder=3, **style)
+            if (~has_ci).any():
+                ax.errorbar(diff[~has_ci], y[~has_ci], fmt="x", color="0.3", label="no interval", zorder=3)
+            for k in range(len(sub)):  # the values in words, at the right edge
+                d, low, high = (_no_negative_zero(v) for v in (diff[k], lo[k], hi[k]))
+                ci = f"[{low:+.2f}, {high:+.2f}]" if has_ci[k] else "[–]"
+                ax.text(1.01, y[k], f"{d:+.2f} {ci}", transform=ax.get_yaxis_transform(), va="center",
+                        fontsize=7.5, color="tab:blue" if clear[k] else "0.35")
+            style_recall_difference_axis(ax, crit or "strict", len(sub), limit, f"{a} − {b}" + (f", {crit}" if crit else ""))
+            ax.set_yticks(y)
+            ns = [str(r.get("n", "")) for r in sub]
+            ax.set_yticklabels([(f"{c} ({names[c]})" if names.get(c, c) != c else c) + f"  n={n}"
+                                for c, n in zip(codes, ns, strict=True)], fontsize=8)
+            if j > 0:
+                ax.tick_params(labelleft=False)
+            ax.set_xlabel(f"recall {a} − recall {b}" + (f" ({crit})" if crit else ""), fontsize=9)
+            for x, ha, text in ((0.01, "left", f"← {b} higher"), (0.99, "right", f"{a} higher →")):
+                ax.text(x, 0.995, text, transform=ax.transAxes, ha=ha, va="top", fontsize=8, color="0.35")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", color="tab:blue", linewidth=1.6),
+               Line2D([], [], marker="o", color="0.55", markerfacecolor="white", linewidth=1.6)]
+    fig.legend(handles, [f"Holm-corrected McNemar p < {alpha:g}", f"Holm p ≥ {alpha:g} (not a clear difference)"],
+               loc="outside lower center", ncol=2, fontsize=9, frameon=False)
+    fig.suptitle(f"Per-class recall differences — split {split} (paired, on the same images; bar: 95% paired "
+                 "bootstrap CI, stratified by class; right: a − b [CI])", fontsize=11)
+    return fig
+
+
+def draw_paired_per_class(run: RunDir, split: str, *, alpha: float, dpi: int = 120) -> Path | None:
+    """``charts/paired_per_class_<split>.png`` from ``metrics/paired_per_class_<split>.csv`` (None
+    when that file has no rows): :func:`paired_per_class_figure` with the run's class names."""
+    rows = run.read_csv(f"metrics/paired_per_class_{split}.csv")
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig = paired_per_class_figure(rows, class_names(run, list(dict.fromkeys(r["class"] for r in rows))), split,
+                                  alpha=alpha)
+    path = run.path / "charts" / f"paired_per_class_{_safe(split)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

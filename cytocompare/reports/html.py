@@ -3,7 +3,8 @@
 For each split, in the protocol's order: the summary (balanced accuracy strict/tolerant, coverage
 and the chance level on external sets), Table 1 as an HTML table (``metrics/table1_<split>.csv``),
 the paired statistics in words (``metrics/paired_<split>.csv``, and
-``metrics/paired_per_class_<split>.csv`` where it exists), every chart of the split, then the
+``metrics/paired_per_class_<split>.csv`` where it exists, with its chart
+``charts/paired_per_class_<split>.png`` beside the sentences), every chart of the split, then the
 comparison charts (``charts/compare_*.png``), the explanations (``artifacts/``) and an index of
 every file of the run.
 
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 from cytocompare.base import BaseComponent
 from cytocompare.feature_failures import FEATURE_FAILURES_FILE, failure_counts, failure_note
 from cytocompare.reports import MetricsView, class_names, ensure_metrics, fmt_stat, tolerance_note
+from cytocompare.reports.paired import describe_per_class
 from cytocompare.rundir import RunDir, is_scratch_name
 
 _SUMMARY_COLUMNS = (
@@ -201,9 +203,7 @@ class HtmlReporter(BaseComponent):
         out = []
         for r in run.read_csv(rel):
             code = r.get("class", "")
-            label = f"{code} ({names.get(code, code)})" if names.get(code, code) != code else code
             crit = r.get("criterion", "")
-            what = f"{label} recall" + (f" ({crit})" if crit else "")
             out.append({
                 "code": code, "name": names.get(code, code), "a": r.get("method_a", ""), "b": r.get("method_b", ""),
                 "n": r.get("n", ""), "criterion": crit,
@@ -211,10 +211,18 @@ class HtmlReporter(BaseComponent):
                 "diff": _num(_float(r.get("diff"))),
                 "ci": f"[{_num(_float(r.get('ci_low')))}, {_num(_float(r.get('ci_high')))}]",
                 "p": _p(_float(r.get("p"))), "p_holm": _p(_float(r.get("p_holm"))),
-                "sentence": _difference_sentence(r.get("method_a", ""), r.get("method_b", ""), _float(r.get("diff")),
-                                                 _float(r.get("ci_low")), _float(r.get("ci_high")), what),
+                # the words of paired_<split>.md: "beats" only where the Holm-corrected p says so, as the chart marks it
+                "sentence": describe_per_class(r, names),
             })
         return out
+
+    @staticmethod
+    def _by_criterion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The per-class rows grouped by criterion, in their order: [{"criterion", "rows"}]."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(r["criterion"], []).append(r)
+        return [{"criterion": c, "rows": rs} for c, rs in groups.items()]
 
     def _external(self, view: MetricsView, split: str, methods: list[str], labels: list[str],
                   names: dict[str, str]) -> dict[str, Any]:
@@ -289,10 +297,13 @@ class HtmlReporter(BaseComponent):
             kind = str(desc.get("kind", ""))
             methods = view.methods(split)
             labels = tested[split]
+            # the forest plot of the per-class paired differences sits beside their sentences
+            paired_chart = next((p for p in all_charts if p.name == f"paired_per_class_{split}.png"), None)
+            used.update([paired_chart] if paired_chart else [])
             split_charts = [p for p in all_charts if p.name == f"recall_{split}.png"]
             split_charts += [p for p in all_charts if p.name.startswith("confusion_") and p.stem.endswith(f"_{split}")]
-            split_charts += [p for p in all_charts if p not in split_charts and p.stem.endswith(f"_{split}")
-                             and not p.name.startswith("compare_")]
+            split_charts += [p for p in all_charts if p not in split_charts and p not in used
+                             and p.stem.endswith(f"_{split}") and not p.name.startswith("compare_")]
             used.update(split_charts)
             n_folds = max((view.n_folds(m, split) for m in methods), default=0)
             summary = [{"method": m, "cells": [fmt_stat(view.get(m, split, k), 3) for k, _ in _SUMMARY_COLUMNS]}
@@ -308,6 +319,8 @@ class HtmlReporter(BaseComponent):
                 "table1": self._table1(run, split, names),
                 "paired": self._paired(run, split),
                 "paired_per_class": self._paired_per_class(run, split, names),
+                "paired_per_class_chart": _rel(paired_chart, root) if paired_chart else None,
+                "paired_per_class_groups": self._by_criterion(self._paired_per_class(run, split, names)),
                 "charts": [_rel(p, root) for p in split_charts],
                 "sources": [f for f in (f"metrics/table1_{split}.csv", f"table1_{split}.md",
                                         f"metrics/paired_{split}.csv", f"paired_{split}.md",

@@ -3,7 +3,8 @@
 ``metrics/paired_<split>.csv`` / ``paired_<split>.md`` hold balanced accuracy per pair of methods
 (:func:`cytocompare.evaluation.paired_comparisons`); ``metrics/paired_per_class_<split>.csv`` and
 the "Per class" section of ``paired_<split>.md`` hold per-class recall differences
-(:func:`cytocompare.evaluation.paired_per_class`). :func:`describe_per_class` turns one per-class
+(:func:`cytocompare.evaluation.paired_per_class`), drawn as intervals in
+``charts/paired_per_class_<split>.png`` (:func:`cytocompare.reports.charts.draw_paired_per_class`). :func:`describe_per_class` turns one per-class
 row into the sentence a reader sees; a chart or page can use it and the rows directly.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from cytocompare.base import BaseComponent
 from cytocompare.feature_failures import FEATURE_FAILURES_FILE
 from cytocompare.reports import class_names, ensure_metrics
+from cytocompare.reports.charts import draw_paired_per_class
 
 #: Holm-corrected p below this: "beats"
 ALPHA = 0.05
@@ -34,9 +36,16 @@ def _fmt_p(p: float) -> str:
 
 
 def _fmt_ci(diff: float, low: float, high: float) -> str:
+    d, lo, hi = (no_negative_zero(x) for x in (diff, low, high))
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{diff:.2f} [no interval]"
-    return f"{diff:.2f} [{low:.2f}, {high:.2f}]"
+        return f"{d:.2f} [no interval]"
+    return f"{d:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def no_negative_zero(x: float, digits: int = 2) -> float:
+    """``x`` rounded to ``digits``, with -0.0 made 0.0: a bootstrap bound of -1e-17 is printed
+    "0.00", not "-0.00" (which reads as a negative difference)."""
+    return round(x, digits) + 0.0 if math.isfinite(x) else x
 
 
 def describe_per_class(row: Mapping, names: Mapping[str, str] | None = None, *, alpha: float = ALPHA) -> str:
@@ -140,6 +149,9 @@ class PairedStatsReporter(BaseComponent):
             pc_cols = ["criterion"] + PAIRED_PER_CLASS_COLUMNS
             written.append(run.write_csv(f"metrics/paired_per_class_{split}.csv", pc_cols,
                                          ([r[c] for c in pc_cols] for r in per_class)))
+            chart = draw_paired_per_class(run, split, alpha=ALPHA)  # drawn from the CSV just written
+            if chart is not None:
+                written.append(chart)
             lines = [
                 f"# Paired comparisons — split `{split}`", "",
                 "Balanced accuracy on the test images both methods were tested on (pooled over folds; "

@@ -103,7 +103,7 @@ class Table1Reporter(BaseComponent):
         scheme's lineage order with its full name (classes the scheme lacks after them); precision and recall tolerant then strict, mean ± sd over folds;
         the pooled Wilson interval of recall; "–" where the split did not test a class. When the
         class scheme carries ``published_table1`` its values are printed beside ours with the
-        difference, marked "published (transcribed, unverified)".
+        difference, marked "published (<status>)" with the scheme's ``published_table1.status``.
         """
         from cytocompare.classes import load_scheme
         from cytocompare.evaluation import display_order
@@ -121,6 +121,7 @@ class Table1Reporter(BaseComponent):
         lineage = {c.code: c.lineage for c in scheme.classes} if scheme is not None else {}
         published = (scheme.published_table1 or {}) if scheme is not None else {}
         pub_vals = published.get("classes", {}) if published else {}
+        status = " ".join(str(published.get("status") or "unverified").split()) if published else ""
         metrics = ("precision_tolerant", "recall_tolerant", "precision_strict", "recall_strict")
         short = {"precision_tolerant": "P tol", "recall_tolerant": "R tol",
                  "precision_strict": "P strict", "recall_strict": "R strict"}
@@ -129,9 +130,9 @@ class Table1Reporter(BaseComponent):
                  "Classes in lineage order; \"–\": this split did not test the class (no value, not 0). "
                  f"R strict / R tol 95% CI: the {POOLED_NOTE}.", ""]
         if pub_vals:
-            lines += [f"Beside ours: **{published.get('method', 'published values')}, published (transcribed, "
-                      f"unverified)**. Sources: " + "; ".join(f"{k}: {' '.join(str(v).split())}"
+            lines += [f"Beside ours: **{published.get('method', 'published values')}, published ({status})**. Sources: " + "; ".join(f"{k}: {' '.join(str(v).split())}"
                                                            for k, v in (published.get("sources") or {}).items())
+                      + (f". Checked: {' '.join(str(published['checked']).split())}" if published.get("checked") else "")
                       + f". Caveat: {' '.join(str(published.get('caveat', '')).split())}. "
                       "Cells: ours / published (ours − published).", ""]
         csv_rows: list[list] = []
@@ -173,7 +174,7 @@ class Table1Reporter(BaseComponent):
             lines += [f"## {method}", ""] + _md_table(header, rows) + [""]
             if pub_vals:
                 lines += [f"### {method} beside {published.get('method', 'the published values')} "
-                          "(published, transcribed, unverified)", ""]
+                          f"(published, {status})", ""]
                 lines += _md_table(["Class", "Name"] + [f"{short[m]}: ours / published (Δ)" for m in metrics],
                                    pub_rows) + [""]
         csv_header = (["method", "class", "name", "lineage", "tested", "n_images"]
