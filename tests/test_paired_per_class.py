@@ -250,3 +250,15 @@ def test_reporter_names_the_largest_difference_when_none_is_clear(tmp_path: Path
     assert "No class differs clearly" in md
     assert "The largest difference: ref is ahead of weak on EOS" in md and "by 0.50" in md
     assert "not a clear difference (Holm p = 1.000, n = 4)" in md  # p = 0.5, Holm over 2 classes: 1.0
+
+
+def test_a_row_read_back_from_the_csv_without_an_interval_is_described():
+    """A class without a bootstrap interval is "" in the CSV (the HTML page reads the CSV back):
+    the sentence says so instead of failing on float("")."""
+    from cytocompare.reports.paired import describe_per_class
+
+    row = {"class": "BLA", "method_a": "a", "method_b": "b", "n": "1", "criterion": "strict",
+           "recall_a": "1.0", "recall_b": "0.0", "diff": "1.0", "ci_low": "", "ci_high": "",
+           "p": "", "p_holm": ""}
+    text = describe_per_class(row, {"BLA": "blast"})
+    assert text == "a is ahead of b on BLA (blast) by 1.00 [no interval], not a clear difference (Holm p = –, n = 1)"

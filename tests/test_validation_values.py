@@ -385,4 +385,4 @@ def test_result_relevant_drops_only_the_neutral_keys():
     assert "evaluators" not in kept["evaluation"] and "no_call_classes" in kept["evaluation"]
     assert "artifacts" not in kept["methods"]["colour"] and "classifier" in kept["methods"]["colour"]
     assert "name" in dump  # the input is not modified
-    assert len(RESULT_NEUTRAL_KEYS) == 9  # + comparisons (issue 11)
+    assert len(RESULT_NEUTRAL_KEYS) == 10  # + comparisons (issue 11), compute (issue 9)

@@ -48,6 +48,12 @@ def no_negative_zero(x: float, digits: int = 2) -> float:
     return round(x, digits) + 0.0 if math.isfinite(x) else x
 
 
+def _number(value: object) -> float:
+    """A value of a per-class row as a float: rows read back from the CSV hold "" where the
+    statistic is undefined (e.g. no bootstrap interval for a class with one image), which is NaN."""
+    return float("nan") if value is None or value == "" else float(value)  # type: ignore[arg-type]
+
+
 def describe_per_class(row: Mapping, names: Mapping[str, str] | None = None, *, alpha: float = ALPHA) -> str:
     """One per-class row (keys of :data:`cytocompare.stats.PAIRED_PER_CLASS_COLUMNS`) in words.
 
@@ -61,15 +67,16 @@ def describe_per_class(row: Mapping, names: Mapping[str, str] | None = None, *, 
     name = (names or {}).get(code, code)
     label = f"{code} ({name})" if name and name != code else code
     a, b = str(row["method_a"]), str(row["method_b"])
-    diff, low, high = float(row["diff"]), float(row["ci_low"]), float(row["ci_high"])
-    p = _fmt_p(float(row["p_holm"]))
+    diff, low, high = _number(row["diff"]), _number(row["ci_low"]), _number(row["ci_high"])
+    p_holm = _number(row["p_holm"])
+    p = _fmt_p(p_holm)
     n = f"n = {int(row['n'])}"
     if diff == 0:
         return f"{a} and {b} do equally well on {label} (recall {float(row['recall_a']):.2f}; Holm p = {p}, {n})"
     if diff < 0:
         a, b, diff, low, high = b, a, -diff, -high, -low
     text = _fmt_ci(diff, low, high)
-    if float(row["p_holm"]) < alpha:
+    if p_holm < alpha:
         return f"{a} beats {b} on {label} by {text}, Holm p = {p} ({n})"
     return f"{a} is ahead of {b} on {label} by {text}, not a clear difference (Holm p = {p}, {n})"
 
