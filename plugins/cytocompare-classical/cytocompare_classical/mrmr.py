@@ -42,6 +42,7 @@ from cytocompare.base import BaseComponent, check_is_fitted
 from cytocompare.protocols import Tags
 from cytocompare_classical._validation import validate_features, validate_training_data
 from cytocompare_classical.discretize import apply_thresholds, fit_thresholds
+from cytocompare_classical.informative import informative_columns
 
 __all__ = ["MRMRSelector", "mrmr_select", "mutual_information", "PYMRMR_INSTALL_HINT"]
 
@@ -461,6 +462,11 @@ class MRMRSelector(TransformerMixin, BaseComponent):
     pool_size : int or None
         Candidates are the ``pool_size`` most relevant features (pymrmr: 5000, fixed);
         ``None`` considers all.
+    drop_uninformative : bool
+        Before selection, drop the columns that are constant on the training rows or exact
+        copies of an earlier column (:func:`~cytocompare_classical.informative.informative_columns`,
+        fit on the training rows only). Picks are still indices of the input columns. False
+        reproduces pymrmr on the full matrix.
 
     Attributes
     ----------
@@ -475,6 +481,10 @@ class MRMRSelector(TransformerMixin, BaseComponent):
     n_features_in_ : int
     classes_ : ndarray
     warnings_ : list of str
+    informative_ : ndarray of int
+        The candidate input columns (all of them unless ``drop_uninformative``).
+    n_constant_, n_duplicate_ : int
+        Columns dropped as constant and as exact duplicates (0 unless ``drop_uninformative``).
     """
 
     tags: ClassVar[Tags] = Tags(deterministic=True)
@@ -486,6 +496,7 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         "n_bins": [Interval(Integral, 2, 255, closed="both")],
         "backend": [StrOptions({"native", "pymrmr"})],
         "pool_size": [Interval(Integral, 1, None, closed="left"), None],
+        "drop_uninformative": ["boolean"],
     }
 
     def __init__(
@@ -497,6 +508,7 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         n_bins: int = 3,
         backend: str = "native",
         pool_size: int | None = PYMRMR_POOL_SIZE,
+        drop_uninformative: bool = False,
     ) -> None:
         self.k = k
         self.method = method
@@ -505,6 +517,7 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         self.n_bins = n_bins
         self.backend = backend
         self.pool_size = pool_size
+        self.drop_uninformative = drop_uninformative
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -529,15 +542,22 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         X, y = validate_training_data(self, X, y)
         p = X.shape[1]
         thresholds = fit_thresholds(X, self.discretization, self.sigma_k, self.n_bins)
-        codes_fm = apply_thresholds(X, thresholds, self.discretization, feature_major=True)
+        representative = np.arange(p)
+        if self.drop_uninformative:
+            informative, representative = informative_columns(X)
+        else:
+            informative = np.arange(p)
+        codes_fm = apply_thresholds(X[:, informative], thresholds[informative], self.discretization,
+                                    feature_major=True)
         yc, classes = _encode_labels(y)
 
         notes: list[str] = []
+        p_in, p = p, informative.size  # selection runs on the informative columns
         pool = p if self.pool_size is None else min(int(self.pool_size), p)
         k = int(self.k)
         if k > pool:
             msg = (f"k={k} exceeds the {pool} candidate features "
-                   f"({p} features, pool_size={self.pool_size}); selecting {pool}")
+                   f"({p} features of {p_in} informative, pool_size={self.pool_size}); selecting {pool}")
             warnings.warn(msg, UserWarning, stacklevel=2)
             notes.append(msg)
             k = pool
@@ -554,10 +574,18 @@ class MRMRSelector(TransformerMixin, BaseComponent):
             picks = pymrmr_select(codes_fm.T, yc, k, self.method)
             scores = [float("nan")] * len(picks)
 
+        # back to input columns; a duplicate has its twin's relevance, a constant column none
+        full_relevance = np.zeros(p_in)
+        full_relevance[informative] = relevance
+        rep = np.asarray(representative)
+        full_relevance[rep >= 0] = full_relevance[rep[rep >= 0]]
         self.thresholds_ = thresholds
         self.classes_ = classes
-        self.relevance_ = relevance
-        self.selected_ = np.asarray(picks, dtype=np.int64)
+        self.relevance_ = full_relevance
+        self.informative_ = informative
+        self.n_constant_ = int((rep < 0).sum())
+        self.n_duplicate_ = int(p_in - informative.size - self.n_constant_)
+        self.selected_ = informative[np.asarray(picks, dtype=np.int64)]
         self.scores_ = np.asarray(scores, dtype=np.float64)
         self.warnings_ = notes
         return self

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
 from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.segmentation import watershed
 
 #: reference image side (the Matek data are 250 x 250); sizes below scale with the image.
 _REF_SIDE = 250.0
@@ -117,15 +119,26 @@ class SegmentationParams:
     merge_radius: float = field(default=12.0, metadata={"doc": (
         "nucleus fragments whose gap to the central component is at most this (px) are merged "
         "into it (lobes of segmented neutrophils)")})
+    split_min_distance: float = field(default=14.0, metadata={"doc": (
+        "touching nucleus candidates are split by a watershed on their distance transform, one "
+        "seed per local maximum at least this far (px) apart; a split piece is kept only if it "
+        "passes the `lobe_reach` test, so a neighbour's nucleus touching the central one is cut off")})
+    lobe_reach: float = field(default=75.0, metadata={"doc": (
+        "a nucleus fragment or split piece other than the central one joins the nucleus only if its "
+        "centroid lies within this distance (px) of the image centre (the annotated cell is centred; "
+        "a touching neighbour's nucleus lies further out)")})
     cytoplasm_violet_range: tuple[float, float] = field(default=(30.0, 60.0), metadata={"doc": (
         "the `B - G` threshold separating bluish/lilac cytoplasm from pink erythrocytes and grey "
         "background (an Otsu split of the non-nucleus pixels) is clipped to this range")})
     max_cytoplasm_width: float = field(default=70.0, metadata={"doc": (
         "the cytoplasm extends at most this far (px) from the nucleus, so that neighbouring "
         "foreground is not absorbed when no edge separates it")})
-    cytoplasm_smoothing_radius: float = field(default=3.0, metadata={"doc": (
+    cytoplasm_smoothing_radius: float = field(default=4.0, metadata={"doc": (
         "radius (px) of the closing (bridges gaps between granules) and then the opening (cuts "
-        "thin bridges to neighbours) of the cytoplasm")})
+        "thin bridges to neighbours and ragged spurs) of the cell")})
+    nucleus_smoothing_radius: float = field(default=2.0, metadata={"doc": (
+        "radius (px) of the closing and then opening that smooth the chosen nucleus's border "
+        "(granules at its rim, JPEG noise); holes are filled after it")})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -206,9 +219,11 @@ def segment_cell(rgb: np.ndarray, params: SegmentationParams | Mapping[str, Any]
         thresholds = green_thresholds(green, p.min_contrast)
         t_nuc, t_bg = thresholds
         cand, labels, n, areas, keep = nucleus_candidates(green, violet, t_nuc, p, scale)
+        labels, n, areas, keep = split_touching_nuclei(cand, labels, keep, p.split_min_distance * scale)
         centre_d = centre_distance((h, w))
         chosen = central_component(labels, n, areas, keep, centre_d, scale)
-        nucleus, merged = merge_lobes(labels, n, keep, chosen, p.merge_radius * scale)
+        nucleus, merged = merge_lobes(labels, n, keep, chosen, p.merge_radius * scale, p.lobe_reach * scale)
+        nucleus = smooth_mask(nucleus, _scaled(p.nucleus_smoothing_radius, scale, minimum=0))
         cyto, cell = cytoplasm_and_cell(green, violet, cand, labels, keep, merged, nucleus, t_bg, p, scale)
     except _Failed as failure:
         return _failed((h, w), failure.reason, thresholds)
@@ -294,15 +309,65 @@ def central_component(
     return int(order[0]) + 1
 
 
+def split_touching_nuclei(
+    cand: np.ndarray, labels: np.ndarray, keep: np.ndarray, min_distance: float
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """Step 2b: split touching nuclei (a neighbour's nucleus pressed against the central one) by a
+    watershed on the distance transform of the kept candidates, one seed per local maximum at
+    least ``min_distance`` px apart. A single nucleus may be over-split (a kidney-shaped monocyte
+    nucleus, the lobes of a neutrophil): ``merge_lobes`` joins its pieces again, but not a piece
+    whose centroid lies far from the image centre. Returns new (labels, n, areas, keep); the
+    dropped small candidates stay out (``keep`` False) as before."""
+    kept = np.isin(labels, np.arange(1, keep.size + 1)[keep])
+    dist = ndi.distance_transform_edt(kept)
+    peaks = peak_local_max(dist, min_distance=max(int(round(min_distance)), 1), labels=ndi.label(kept)[0],
+                           exclude_border=False)
+    markers = np.zeros(labels.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    split = watershed(-dist, markers, mask=kept)
+    # every kept component holds at least one peak (its distance maximum), so none is lost
+    small = cand & ~kept
+    n_split = int(split.max())
+    small_labels, n_small = ndi.label(small)
+    out = np.where(small_labels > 0, small_labels + n_split, split).astype(np.int32)
+    n = n_split + n_small
+    areas = np.bincount(out.ravel(), minlength=n + 1)[1:].astype(float)
+    return out, n, areas, np.arange(1, n + 1) <= n_split
+
+
 def merge_lobes(
-    labels: np.ndarray, n: int, keep: np.ndarray, chosen: int, radius: float
+    labels: np.ndarray, n: int, keep: np.ndarray, chosen: int, radius: float, reach: float = np.inf
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Step 3: the nucleus = the chosen component and every kept fragment within ``radius`` px of
-    it (the lobes of a segmented neutrophil). Returns the mask and which labels were merged."""
-    gap = ndi.distance_transform_edt(labels != chosen)
-    merged = keep & (_label_min(gap, labels, n) <= radius)
+    """Step 3: the nucleus = the chosen component and, repeatedly, every kept fragment within
+    ``radius`` px of the nucleus so far (the lobes of a segmented neutrophil, the pieces of an
+    over-split nucleus, joined in a chain) whose centroid lies within ``reach`` px of the image
+    centre (not a neighbour's nucleus touching it). Returns the mask and which labels were merged."""
+    h, w = labels.shape
+    index = np.arange(1, n + 1)
+    centroids = np.array(ndi.center_of_mass(np.ones_like(labels), labels, index)).reshape(n, 2)
+    off_centre = np.hypot(centroids[:, 0] - (h - 1) / 2.0, centroids[:, 1] - (w - 1) / 2.0)
+    candidates = keep & (off_centre <= reach)
+    merged = np.zeros(n, dtype=bool)
     merged[chosen - 1] = True
-    return np.isin(labels, np.arange(1, n + 1)[merged]), merged
+    while True:
+        gap = ndi.distance_transform_edt(~np.isin(labels, index[merged]))
+        grown = merged | (candidates & (_label_min(gap, labels, n) <= radius))
+        if np.array_equal(grown, merged):
+            break
+        merged = grown
+    return np.isin(labels, index[merged]), merged
+
+
+def smooth_mask(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Closing then opening by a disk of ``radius`` and hole filling: a smooth border without
+    the single-pixel spurs and notches of a threshold. The opening never removes the whole
+    mask: if it would, the closed mask is kept."""
+    if radius <= 0:
+        return _fill_holes(mask)
+    disk = _disk(radius)
+    closed = ndi.binary_closing(np.pad(mask, radius), structure=disk)[radius:-radius, radius:-radius]
+    opened = ndi.binary_opening(closed, structure=disk)
+    return _fill_holes(opened if opened.any() else closed | mask)
 
 
 def cytoplasm_and_cell(
@@ -322,21 +387,28 @@ def cytoplasm_and_cell(
     rest = violet[~cand]
     lo, hi = p.cytoplasm_violet_range
     t_cv = float(np.clip(threshold_otsu(rest) if rest.size and np.ptp(rest) > 0 else 40.0, lo, hi))
-    fg = (green < t_bg) & (violet > t_cv)
-    other_nuclei = np.isin(labels, np.arange(1, keep.size + 1)[keep & ~merged])  # keep: one entry per label
+    other_nuclei = labels_of(labels, keep & ~merged) & ~nucleus
+    fg = ((green < t_bg) & (violet > t_cv)) | nucleus | other_nuclei
+    # seeded watershed on the foreground's distance transform: each nucleus grows through its
+    # own cell and touching cells meet at the narrowest neck between them, which follows the
+    # real border better than a straight Voronoi line between nuclei
+    markers = np.zeros(labels.shape, dtype=np.int32)
+    other_labels, _ = ndi.label(other_nuclei)
+    markers[other_labels > 0] = other_labels[other_labels > 0] + 1
+    markers[nucleus] = 1
+    own = watershed(-ndi.distance_transform_edt(fg), markers, mask=fg) == 1
     d_own = ndi.distance_transform_edt(~nucleus)
-    if other_nuclei.any():
-        territory = d_own < ndi.distance_transform_edt(~other_nuclei)
-    else:
-        territory = np.ones_like(nucleus)
-    cyto = fg & territory & (d_own <= p.max_cytoplasm_width * scale) & ~nucleus & ~other_nuclei
-    disk = _disk(_scaled(p.cytoplasm_smoothing_radius, scale))
-    cyto = ndi.binary_opening(ndi.binary_closing(cyto, structure=disk), structure=disk)
-    cell = _fill_holes(cyto | nucleus)
-    lab_cell, _ = ndi.label(cell)
+    cyto = own & (d_own <= p.max_cytoplasm_width * scale) & ~other_nuclei
+    cell = smooth_mask(cyto | nucleus, _scaled(p.cytoplasm_smoothing_radius, scale)) & ~other_nuclei
+    lab_cell, _ = ndi.label(cell | nucleus)
     keep_labels = np.unique(lab_cell[nucleus])
-    cell = _fill_holes(np.isin(lab_cell, keep_labels[keep_labels > 0]))
+    cell = _fill_holes(np.isin(lab_cell, keep_labels[keep_labels > 0])) | nucleus
     return cell & ~nucleus, cell
+
+
+def labels_of(labels: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Mask of the labels 1..n where ``which`` (one entry per label) is True."""
+    return np.isin(labels, np.arange(1, which.size + 1)[which])
 
 
 def overlay(rgb: np.ndarray, seg: Segmentation) -> np.ndarray:
