@@ -14,13 +14,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cytocompare import BaseComponent, hookimpl
+from cytocompare import BaseComponent
 from cytocompare.cli import cli
 from cytocompare.config import load_protocol
 from cytocompare.protocols import Tags
 from cytocompare.rundir import RunDir
 from cytocompare.runner import Runner
 from cytocompare.testing.datasets import make_cell
+from cytocompare.testing.plugin import make_plugin
 
 LOOKS = {"BLA": (0.2, (90, 40, 140)), "LYT": (0.32, (60, 30, 110)), "NGS": (0.12, (120, 60, 170))}
 #: the files a run's results are: every prediction and every metric (fold JSONs hold times, so they differ)
@@ -180,21 +181,17 @@ class DyingNearestMean(BaseComponent):
         return self.classes_[d.argmin(axis=1)]
 
 
-class DyingPlugin:
-    @hookimpl
-    def register_feature_extractors(self, register):
-        register("dying-mean-colour", DyingMeanColour)
-
-    @hookimpl
-    def register_classifiers(self, register):
-        register("dying-nearest-mean", DyingNearestMean)
+def dying_plugin():
+    """The plugin of the two components that kill their worker once."""
+    return make_plugin(feature_extractors={"dying-mean-colour": DyingMeanColour},
+                       classifiers={"dying-nearest-mean": DyingNearestMean})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["chunk", "fit"])
 def test_a_worker_killed_mid_task_is_survived_and_nothing_is_lost(tmp_path, data, isolated_registry, phase):
     """One worker dies, in a feature chunk or in a fold's fit; the other kill is disarmed."""
-    registry = isolated_registry(DyingPlugin())
+    registry = isolated_registry(dying_plugin())
     chunk_kill, fit_kill = tmp_path / "killed-in-a-chunk", tmp_path / "killed-in-a-fit"
     methods = f"""
   m:

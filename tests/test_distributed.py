@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cytocompare import distributed, hookimpl
+from cytocompare import distributed
 from cytocompare.config import load_protocol
 from cytocompare.errors import ProtocolError
 from cytocompare.protocols import Tags
 from cytocompare.rundir import RunDir
 from cytocompare.runner import Runner
 from cytocompare.testing.datasets import make_cell
+from cytocompare.testing.plugin import make_plugin
 from tests.plugins.dummy import ImageMajorityClassifier, MajorityClassifier, MeanColour
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -62,16 +63,11 @@ class SharedTraining(ImageMajorityClassifier):
         return super().fit(images, y)
 
 
-class Plugin:
-    @hookimpl
-    def register_feature_extractors(self, register):
-        register("mean-colour", MeanColour)
-
-    @hookimpl
-    def register_classifiers(self, register):
-        register("shared", SharedTraining)
-        register("majority", ImageMajorityClassifier)
-        register("majority-f", MajorityClassifier)
+def plugin():
+    """The plugin of one shared-training classifier and two that run in one process."""
+    return make_plugin(feature_extractors={"mean-colour": MeanColour},
+                       classifiers={"shared": SharedTraining, "majority": ImageMajorityClassifier,
+                                    "majority-f": MajorityClassifier})
 
 
 PROTOCOL = """\
@@ -116,7 +112,7 @@ def _run(p: Path, out: Path, only: list[str] | None = None):
 
 
 def test_a_follower_rank_runs_rank_0s_folds_in_order_and_writes_nothing(tmp_path, monkeypatch, isolated_registry):
-    isolated_registry(Plugin())
+    isolated_registry(plugin())
     p = _protocol(tmp_path, SHARED)
     SharedTraining.fits = []
     _as_rank(monkeypatch, 0)
@@ -141,7 +137,7 @@ def test_a_follower_rank_runs_rank_0s_folds_in_order_and_writes_nothing(tmp_path
 
 
 def test_methods_that_cannot_train_across_ranks_are_refused_naming_them(tmp_path, monkeypatch, isolated_registry):
-    isolated_registry(Plugin())
+    isolated_registry(plugin())
     p = _protocol(tmp_path, SHARED + ONE_PROCESS)
     _as_rank(monkeypatch, 0)
     with pytest.raises(ProtocolError) as err:

@@ -167,6 +167,19 @@ def _kill_rank_inside_fold(proc: subprocess.Popen, ckpt: Path, rank: int, log: P
     return int(torch.load(ckpt, weights_only=True)["epoch"])
 
 
+def _launch_two_and_kill(tmp: Path, fold: int, rank: int, log: Path) -> tuple[Path, Path, Path, int]:
+    """Write the protocol, launch 2 ranks and kill ``rank`` inside ``fold`` after its first checkpoint.
+
+    Returns the protocol, the run folder, the fold's checkpoint and the epoch it was killed after.
+    """
+    protocol = tmp / "p.yaml"
+    protocol.write_text(PROTOCOL.format(data=_data(tmp / "data"), epochs=EPOCHS))
+    out = tmp / "run"
+    proc = _launch(2, protocol, out, tmp, log)
+    ckpt = out / "checkpoints" / "cnn" / "cv3" / f"fold{fold}" / "last.pt"
+    return protocol, out, ckpt, _kill_rank_inside_fold(proc, ckpt, rank=rank, log=log)
+
+
 def _check_complete(out: Path) -> dict[int, tuple[list[dict[str, str]], dict]]:
     """Every fold written once; together the folds test each image exactly once."""
     folds = _folds(out)
@@ -183,15 +196,8 @@ def _check_complete(out: Path) -> dict[int, tuple[list[dict[str, str]], dict]]:
 
 @linux_only
 def test_two_gloo_ranks_train_each_fold_and_a_killed_rank_resumes_in_one_process(tmp_path):
-    data = _data(tmp_path / "data")
-    protocol = tmp_path / "p.yaml"
-    protocol.write_text(PROTOCOL.format(data=data, epochs=EPOCHS))
-    out = tmp_path / "run"
     # 2 ranks: fold 0 trains across both; rank 1 is killed inside fold 1, after its first checkpoint
-    log = tmp_path / "ddp.log"
-    proc = _launch(2, protocol, out, tmp_path, log)
-    ckpt = out / "checkpoints" / "cnn" / "cv3" / "fold1" / "last.pt"
-    epoch = _kill_rank_inside_fold(proc, ckpt, rank=1, log=log)
+    protocol, out, ckpt, epoch = _launch_two_and_kill(tmp_path, fold=1, rank=1, log=tmp_path / "ddp.log")
     assert 1 <= epoch < EPOCHS
     done = _folds(out)
     assert sorted(done) == [0], "only fold 0 was finished before the kill"
@@ -212,14 +218,8 @@ def test_two_gloo_ranks_train_each_fold_and_a_killed_rank_resumes_in_one_process
 @pytest.mark.slow
 @linux_only
 def test_a_killed_rank_resumes_with_the_same_world_size(tmp_path):
-    data = _data(tmp_path / "data")
-    protocol = tmp_path / "p.yaml"
-    protocol.write_text(PROTOCOL.format(data=data, epochs=EPOCHS))
-    out = tmp_path / "run"
-    log = tmp_path / "first.log"
-    proc = _launch(2, protocol, out, tmp_path, log)
-    ckpt = out / "checkpoints" / "cnn" / "cv3" / "fold0" / "last.pt"
-    epoch = _kill_rank_inside_fold(proc, ckpt, rank=0, log=log)  # the writing rank, this time
+    # the writing rank, this time
+    protocol, out, ckpt, epoch = _launch_two_and_kill(tmp_path, fold=0, rank=0, log=tmp_path / "first.log")
     assert not (out / "predictions").exists() or not list((out / "predictions").rglob("*.csv"))
     log2 = tmp_path / "second.log"
     text = _finish(_launch(2, protocol, out, tmp_path, log2), log2)
