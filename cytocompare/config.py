@@ -47,6 +47,9 @@ class DataSpec(_Strict):
     on_bad_file: Literal["stop", "skip"] = "stop"
     colour_normalize: Literal["none", "reinhard"] = Field(
         "none", description="test_data only: map this set's overall L*a*b* colour statistics to the training set's")
+    feature_alignment: Literal["none", "standardize"] = Field(
+        "none", description="test_data only: align each handcrafted feature's mean and sd over the whole "
+        "test set to the training set's before the selector and classifier (cytocompare/feature_alignment.py)")
     allow_outside_paths: bool = Field(
         False, description="manifest only: accept absolute paths and '..' paths that leave the manifest's folder "
         "(refused by default, each named in skipped.csv)")
@@ -154,6 +157,8 @@ class Protocol(_Strict):
                     problems.append(f"methods.{mname}.splits: unknown split {s!r}; defined: {', '.join(self.splits)}")
         if self.data.colour_normalize != "none":
             problems.append("data.colour_normalize: only test_data can be colour-normalised (to the training set's colours)")
+        if self.data.feature_alignment != "none":
+            problems.append("data.feature_alignment: only test_data's features can be aligned (to the training set's)")
         if any(s.kind == "external" for s in self.splits.values()) and self.test_data is None:
             problems.append("splits: an 'external' split needs a 'test_data' section")
         for cname, members in self.comparisons.items():

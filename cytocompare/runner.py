@@ -587,6 +587,12 @@ class Runner:
             out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress,
                                       backend=backend)
             self.log(f"{tag} features ({name}): {out[name].shape[1]} per image, {time.perf_counter() - t:.1f} s")
+        if "test" in out and self.protocol.test_data is not None and self.protocol.test_data.feature_alignment != "none":
+            from cytocompare.feature_alignment import align_to_training
+
+            out["test"] = align_to_training(out["test"], out["train"])
+            self.log(f"{tag} features (test): each feature's mean and sd over the {len(out['test'])} test images "
+                     f"aligned to the training set's (test_data.feature_alignment: standardize)")
         failures: dict[str, Any] = {}
         for name, images in sets.items():
             try:

@@ -299,3 +299,23 @@ def test_refused_rerun_leaves_dataset_csv_as_it_was(finished_then_changed):
     assert added.name not in (out / "dataset.csv").read_text()
     assert (out / "dataset.csv").read_bytes() == before[Path("dataset.csv")]
     assert (out / "skipped.csv").read_bytes() == before[Path("skipped.csv")]
+
+
+def test_feature_alignment_maps_the_external_features_and_is_logged(tmp_path: Path, two_labs):
+    """test_data.feature_alignment is applied only when asked (the log names it), and every
+    external cell is still predicted (the map itself: tests/test_feature_alignment.py)."""
+    train, test = two_labs
+    pytest.importorskip("cytocompare_classical", reason="svm-rbf is in the cytocompare-classical plugin")
+    methods = ("  feat:\n    features: {name: colour-stats}\n    classifier: {name: svm-rbf}\n"
+               "    splits: [ext]\n")
+    outputs = {}
+    for align in ("none", "standardize"):
+        extra = EXTERNAL_TEST_DATA.format(test=test, norm="none", label_map="BLA: BLA, LYT: LYT").replace(
+            "colour_normalize: none", f"colour_normalize: none, feature_alignment: {align}")
+        protocol = write_protocol(tmp_path, train, {"ext": "{kind: external}"}, methods=methods, extra=extra,
+                                  name=f"{align}.yaml")
+        result = run(str(protocol), "-o", str(tmp_path / align))
+        outputs[align] = result.output
+        assert ("aligned to the training set's" in result.output) == (align == "standardize")
+    preds = {a: read_csv(tmp_path / a / "predictions" / "feat" / "ext" / "fold-0.csv") for a in outputs}
+    assert [r["path"] for r in preds["none"]] == [r["path"] for r in preds["standardize"]]
