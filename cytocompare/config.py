@@ -44,6 +44,10 @@ class DataSpec(_Strict):
     image_size: tuple[int, int] | None = Field(None, description="expected (height, width); others are bad files")
     center_crop: tuple[int, int] | None = Field(None, description="crop the centre (height, width) on load, before resize")
     resize: tuple[int, int] | None = Field(None, description="resize every image to (height, width) on load")
+    scale: Annotated[float, Field(gt=0.05, le=20)] | None = Field(
+        None, description="test_data only: rescale every image by this factor (bilinear) on load, before "
+        "center_crop, so that the other lab's cells get the training set's size in pixels (e.g. 1.33 when "
+        "its pixels are 1.33 times as large)")
     on_bad_file: Literal["stop", "skip"] = "stop"
     colour_normalize: Literal["none", "reinhard"] = Field(
         "none", description="test_data only: map this set's overall L*a*b* colour statistics to the training set's")
@@ -157,6 +161,8 @@ class Protocol(_Strict):
                     problems.append(f"methods.{mname}.splits: unknown split {s!r}; defined: {', '.join(self.splits)}")
         if self.data.colour_normalize != "none":
             problems.append("data.colour_normalize: only test_data can be colour-normalised (to the training set's colours)")
+        if self.data.scale is not None:
+            problems.append("data.scale: only test_data can be rescaled (to the training set's pixel size)")
         if self.data.feature_alignment != "none":
             problems.append("data.feature_alignment: only test_data's features can be aligned (to the training set's)")
         if any(s.kind == "external" for s in self.splits.values()) and self.test_data is None:

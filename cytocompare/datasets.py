@@ -184,6 +184,7 @@ def load_dataset(
     image_size: tuple[int, int] | None = None,
     resize: tuple[int, int] | None = None,
     crop: tuple[int, int] | None = None,
+    scale: float | None = None,
     on_bad_file: Literal["stop", "skip"] = "stop",
     verify: bool = True,
     progress: ProgressCallback | None = None,
@@ -213,6 +214,8 @@ def load_dataset(
         Passed to the :class:`ImageSet`: images are resized when decoded (an external set).
     crop : (height, width), optional
         Passed to the :class:`ImageSet`: the centre is cropped when decoded, before ``resize``.
+    scale : float, optional
+        Passed to the :class:`ImageSet`: the whole image is rescaled by it when decoded, before ``crop``.
     on_bad_file : {"stop", "skip"}
         ``stop`` raises :class:`BadFilesError` listing the bad files (and refused manifest
         paths); ``skip`` lists them in ``skipped`` and goes on.
@@ -280,7 +283,7 @@ def load_dataset(
         raise DataError(f"{root}: every image file is bad; see the skipped list (first: {first.path}: {first.cause})")
     kept = [entries[i] for i in keep]
     sha = _final_hashes(kept, [hashes[i] for i in keep], verify)
-    images = ImageSet([str(e.path) for e in kept], [e.label for e in kept], sha, resize=resize, crop=crop)
+    images = ImageSet([str(e.path) for e in kept], [e.label for e in kept], sha, resize=resize, crop=crop, scale=scale)
 
     counts = _class_counts(images.labels, empty_labels)
     _warn_empty_classes(counts, warnings)

@@ -36,7 +36,7 @@ class BadImageError(DataError):
 
 def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
                  expected_size: tuple[int, int] | None = None, resize: tuple[int, int] | None = None,
-                 crop: tuple[int, int] | None = None) -> np.ndarray:
+                 crop: tuple[int, int] | None = None, scale: float | None = None) -> np.ndarray:
     """Decode an image file (a path, or its bytes) to an (H, W, 3) uint8 RGB array.
 
     The one check of an image file: the data checks (:mod:`cytocompare.datasets`) and every
@@ -44,9 +44,11 @@ def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
     naming the file (``name``, default the path) and the cause: unreadable, truncated, not RGB,
     not of ``expected_size`` (height, width), or smaller than ``crop``.
 
-    ``crop`` (height, width) takes the centre of the image first; ``resize`` (height, width)
-    then scales it. For another lab's images at the same magnification, crop to the training
-    size rather than resize, which would change the apparent size of every cell.
+    ``scale`` first rescales the whole image by that factor (bilinear), so that another lab's
+    cells get the training set's size in pixels; ``crop`` (height, width) then takes the centre;
+    ``resize`` (height, width) then scales it. For another lab's images, scale by the ratio of the
+    two labs' pixel sizes and crop to the training size rather than resize, which would change
+    the apparent size of every cell.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -60,6 +62,9 @@ def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
             w, h = im.size
             if expected_size is not None and (h, w) != tuple(expected_size):
                 raise BadImageError(name, f"size {w}x{h}, expected {expected_size[1]}x{expected_size[0]}")
+            if scale is not None and scale != 1.0:
+                w, h = max(1, round(w * scale)), max(1, round(h * scale))
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
             if crop is not None and im.size != (crop[1], crop[0]):
                 if w < crop[1] or h < crop[0]:
                     raise BadImageError(name, f"size {w}x{h} is smaller than the centre crop {crop[1]}x{crop[0]}")
@@ -79,14 +84,14 @@ def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
 
 
 def read_image(path: str | Path, *, resize: tuple[int, int] | None = None,
-               crop: tuple[int, int] | None = None) -> np.ndarray:
+               crop: tuple[int, int] | None = None, scale: float | None = None) -> np.ndarray:
     """Decode one image file to an (H, W, 3) uint8 RGB array (:func:`decode_image`).
 
     Raises :class:`DataError` naming the file and the cause (unreadable, truncated, not RGB).
     ``crop`` (height, width) takes the centre of the image first; ``resize`` (height, width)
     then scales it.
     """
-    return decode_image(path, resize=resize, crop=crop)
+    return decode_image(path, resize=resize, crop=crop, scale=scale)
 
 
 class ImageSet(Sequence[np.ndarray]):
@@ -107,6 +112,7 @@ class ImageSet(Sequence[np.ndarray]):
         crop: tuple[int, int] | None = None,
         colour_map: Any = None,
         encoded: Sequence[bytes] | None = None,
+        scale: float | None = None,
     ) -> None:
         self.paths = np.asarray([str(p) for p in paths], dtype=object)
         self.labels = np.asarray(labels, dtype=object).astype(str)
@@ -115,6 +121,8 @@ class ImageSet(Sequence[np.ndarray]):
         self._sha256 = None if sha256 is None else np.asarray(sha256, dtype=object)
         self.resize = resize
         self.crop = crop
+        # rescale factor applied to the whole image before the crop (test_data.scale)
+        self.scale = scale
         # a callable applied to every decoded image (e.g. cytocompare.colour.ColourMap), with .key()
         self.colour_map = colour_map
         self._arrays = arrays
@@ -144,10 +152,12 @@ class ImageSet(Sequence[np.ndarray]):
 
         Caches keyed by this never hand back features of the uncropped image for a cropped one.
         """
-        if self.crop is None and self.resize is None and self.colour_map is None:
+        if self.crop is None and self.resize is None and self.colour_map is None and self.scale is None:
             return self.sha256
         colour = None if self.colour_map is None else self.colour_map.key()
         suffix = f";crop={self.crop};resize={self.resize};colour={colour}"
+        if self.scale is not None:  # only then, so that the keys of unscaled sets stay as they were
+            suffix += f";scale={self.scale!r}"
         return np.asarray([hashlib.sha256((s + suffix).encode()).hexdigest() for s in self.sha256], dtype=object)
 
     def __len__(self) -> int:
@@ -167,9 +177,10 @@ class ImageSet(Sequence[np.ndarray]):
             if self._arrays is not None:
                 image = self._arrays[i]
             elif self._encoded is not None:
-                image = decode_image(self._encoded[i], name=self.paths[i], resize=self.resize, crop=self.crop)
+                image = decode_image(self._encoded[i], name=self.paths[i], resize=self.resize, crop=self.crop,
+                                     scale=self.scale)
             else:
-                image = read_image(self.paths[i], resize=self.resize, crop=self.crop)
+                image = read_image(self.paths[i], resize=self.resize, crop=self.crop, scale=self.scale)
             return image if self.colour_map is None else self.colour_map(image)
         return self.subset(np.arange(len(self))[index])
 
@@ -184,6 +195,7 @@ class ImageSet(Sequence[np.ndarray]):
             crop=self.crop,
             colour_map=self.colour_map,
             encoded=None if self._encoded is None else [self._encoded[i] for i in idx],
+            scale=self.scale,
         )
 
     def detached(self) -> ImageSet:
@@ -194,7 +206,8 @@ class ImageSet(Sequence[np.ndarray]):
         if self._arrays is not None or self._encoded is not None:
             return self
         return ImageSet(self.paths, self.labels, self.sha256, resize=self.resize, crop=self.crop,
-                        colour_map=self.colour_map, encoded=[Path(p).read_bytes() for p in self.paths])
+                        colour_map=self.colour_map, encoded=[Path(p).read_bytes() for p in self.paths],
+                        scale=self.scale)
 
     def read_bytes(self, index: int) -> bytes:
         """The encoded file (for GPU JPEG decoding); in-memory sets encode to PNG."""

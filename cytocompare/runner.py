@@ -385,6 +385,9 @@ class Runner:
         if self.protocol.test_data is not None and any(map(self._uses_external, self.protocol.methods.values())):
             loaded["test_"] = self._load_set(rd, self.protocol.test_data, "test", prefix="test_")
             test = loaded["test_"].images
+            if self.protocol.test_data.scale is not None:
+                self.log(f"[data] test set rescaled by {self.protocol.test_data.scale} (test_data.scale) before "
+                         f"the centre crop {self.protocol.test_data.center_crop}")
             if self.protocol.test_data.colour_normalize == "reinhard":
                 test.colour_map = self._colour_map(train, test)
         return RunData(train, test, loaded)
@@ -409,7 +412,7 @@ class Runner:
 
         return load_dataset(
             spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
-            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
+            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop, scale=spec.scale,
             on_bad_file=on_bad_file, n_jobs=self.protocol.n_jobs, allow_outside_paths=spec.allow_outside_paths,
             perceptual_hashes=self.protocol.near_duplicates.threshold is not None,
             progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files",

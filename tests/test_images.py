@@ -55,3 +55,36 @@ def test_every_non_rgb_mode_is_named(tmp_path, mode, suffix):
         assert im.mode == mode  # the file really has that mode
     with pytest.raises(DataError, match=rf"{p.name}.*image mode is '{re.escape(mode)}', expected 'RGB'"):
         read_image(p)
+
+
+def test_scale_rescales_the_whole_image_before_the_centre_crop(tmp_path):
+    arr = np.zeros((30, 40, 3), np.uint8)
+    arr[10:20, 15:25] = 200  # a 10x10 block in the middle
+    p = _write(tmp_path, arr)
+    assert read_image(p, scale=2.0).shape == (60, 80, 3)
+    # the block doubles to 20x20 and the crop keeps it whole: its size in pixels follows the scale
+    out = read_image(p, scale=2.0, crop=(30, 30))
+    assert out.shape == (30, 30, 3)
+    assert ((out[..., 0] > 100).sum(axis=0) > 0).sum() == 20
+    assert np.array_equal(read_image(p, scale=1.0), read_image(p))
+
+
+def test_scale_is_kept_by_subsets_and_changes_the_content_key(tmp_path):
+    p = _write(tmp_path, np.zeros((30, 40, 3), np.uint8))
+    plain = ImageSet([p], ["A"], crop=(20, 20))
+    scaled = ImageSet([p], ["A"], crop=(20, 20), scale=1.5)
+    assert scaled[[0]].scale == 1.5 and scaled.detached().scale == 1.5
+    assert plain.content_keys[0] != scaled.content_keys[0]
+    assert ImageSet([p], ["A"], crop=(20, 20), scale=1.25).content_keys[0] != scaled.content_keys[0]
+
+
+def test_only_test_data_can_be_rescaled():
+    from cytocompare.config import parse_protocol
+    from cytocompare.errors import ProtocolError
+
+    text = ("version: 1\nname: t\ndata: {path: x, scale: 1.3}\nsplits: {cv: {kind: kfold}}\n"
+            "methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}\n")
+    with pytest.raises(ProtocolError, match="only test_data can be rescaled"):
+        parse_protocol(text)
+    with pytest.raises(ProtocolError, match="scale"):
+        parse_protocol(text.replace("data: {path: x, scale: 1.3}", "data: {path: x}\ntest_data: {path: y, scale: -2}"))

@@ -101,9 +101,9 @@ def iter_decoded(
     device = torch.device(device)
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     batches = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
-    # nvJPEG decodes the raw file: only when the ImageSet applies no crop or colour map of its own
+    # nvJPEG decodes the raw file: only when the ImageSet applies no crop, scale or colour map of its own
     use_cuda = (device.type == "cuda" and getattr(images, "crop", None) is None
-                and getattr(images, "colour_map", None) is None)
+                and getattr(images, "colour_map", None) is None and getattr(images, "scale", None) is None)
     ds: torch.utils.data.Dataset = _BytesDataset(images) if use_cuda else _DecodedDataset(images, size)
     if num_workers == 0 and not use_cuda:
         for b in batches:
