@@ -49,8 +49,9 @@ class DataSpec(_Strict):
         "center_crop, so that the other lab's cells get the training set's size in pixels (e.g. 1.33 when "
         "its pixels are 1.33 times as large)")
     on_bad_file: Literal["stop", "skip"] = "stop"
-    colour_normalize: Literal["none", "reinhard"] = Field(
-        "none", description="test_data only: map this set's overall L*a*b* colour statistics to the training set's")
+    colour_normalize: Literal["none", "reinhard", "macenko"] = Field(
+        "none", description="test_data only: map this set's colours to the training set's: reinhard (overall "
+        "L*a*b* statistics) or macenko (stain vectors and amounts in optical density); dataset-level")
     feature_alignment: Literal["none", "standardize"] = Field(
         "none", description="test_data only: align each handcrafted feature's mean and sd over the whole "
         "test set to the training set's before the selector and classifier (cytocompare/feature_alignment.py)")

@@ -388,8 +388,8 @@ class Runner:
             if self.protocol.test_data.scale is not None:
                 self.log(f"[data] test set rescaled by {self.protocol.test_data.scale} (test_data.scale) before "
                          f"the centre crop {self.protocol.test_data.center_crop}")
-            if self.protocol.test_data.colour_normalize == "reinhard":
-                test.colour_map = self._colour_map(train, test)
+            if self.protocol.test_data.colour_normalize != "none":
+                test.colour_map = self._colour_map(train, test, self.protocol.test_data.colour_normalize)
         return RunData(train, test, loaded)
 
     def _load_set(self, rd: RunDir, spec: Any, what: str, prefix: str) -> Any:
@@ -449,9 +449,16 @@ class Runner:
             key = "test_data" if prefix else "data"
             check_labels(loaded.class_counts, self.scheme, f"{self.origin}: {key}")
 
-    def _colour_map(self, train: ImageSet, test: ImageSet) -> Any:
-        """Dataset-level Reinhard map of the external set onto the training set's colours."""
-        from cytocompare.colour import ColourMap, LabStats
+    def _colour_map(self, train: ImageSet, test: ImageSet, how: str) -> Any:
+        """Dataset-level Reinhard or Macenko map of the external set onto the training set's colours."""
+        from cytocompare.colour import ColourMap, LabStats, StainMap, StainStats
+
+        if how == "macenko":
+            src, tgt = StainStats.of(test, seed=self.protocol.seed), StainStats.of(train, seed=self.protocol.seed)
+            fmt = lambda s: (f"vectors {[tuple(round(v, 3) for v in row) for row in s.vectors]}, "  # noqa: E731
+                             f"99th-percentile amounts {tuple(round(v, 2) for v in s.max_amount)}")
+            self.log(f"[data] test set stain-normalised (dataset-level Macenko, optical density): {fmt(src)} -> {fmt(tgt)}")
+            return StainMap(src, tgt)
 
         source = LabStats.of(test, seed=self.protocol.seed)
         target = LabStats.of(train, seed=self.protocol.seed)

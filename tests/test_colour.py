@@ -58,3 +58,73 @@ methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}
 """
     with pytest.raises(ProtocolError, match="only test_data"):
         parse_protocol(text)
+
+
+# ------------------------------------------------------------------------------ Macenko
+from cytocompare.colour import StainMap, StainStats, optical_density  # noqa: E402
+from cytocompare.images import ImageSet as _ImageSet  # noqa: E402
+
+_VIOLET = np.array([0.65, 0.70, 0.29])  # the nuclear stain (absorbs red and green): bluish violet
+_PINK = np.array([0.07, 0.99, 0.11])  # eosin: absorbs green
+
+
+def _stained_set(violet, pink, n=6, seed=0, strength=1.0):
+    """Synthetic smears composed by Beer-Lambert from two known stain vectors."""
+    rng = np.random.default_rng(seed)
+    vecs = np.stack([violet / np.linalg.norm(violet), pink / np.linalg.norm(pink)])
+    arrays = []
+    for _ in range(n):
+        amounts = np.zeros((48, 48, 2))
+        amounts[..., 1] = rng.uniform(0.0, 0.8, (48, 48)) * (rng.random((48, 48)) < 0.6)  # erythrocytes
+        amounts[14:34, 14:34, 0] = rng.uniform(0.6, 1.4, (20, 20))  # a nucleus
+        od = (amounts * strength) @ vecs
+        arrays.append(np.clip(np.rint(255.0 * np.exp(-od) - 1.0), 0, 255).astype(np.uint8))
+    return _ImageSet.from_arrays(arrays, ["LYT"] * n), vecs
+
+
+def _angle(a, b):
+    return np.degrees(np.arccos(np.clip(abs(np.dot(a, b)) / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)))
+
+
+def test_macenko_recovers_known_stain_vectors_like_skimage_separation():
+    from skimage.color import separate_stains
+
+    images, vecs = _stained_set(_VIOLET, _PINK)
+    stats = StainStats.of(images)
+    assert _angle(stats.vectors[0], vecs[0]) < 5 and _angle(stats.vectors[1], vecs[1]) < 5
+    # the amounts under the estimated vectors agree with scikit-image's separation by the true matrix
+    conv = np.linalg.inv(np.stack([vecs[0], vecs[1], np.cross(vecs[0], vecs[1])]))
+    ref = separate_stains(images[0], conv)[..., 0]
+    ours = (optical_density(images[0]).reshape(-1, 3) @ np.linalg.pinv(np.asarray(stats.vectors).T).T)[:, 0]
+    assert np.corrcoef(ref.ravel(), ours)[0, 1] > 0.99
+
+
+def test_macenko_onto_itself_is_nearly_the_identity():
+    images, _ = _stained_set(_VIOLET, _PINK)
+    stats = StainStats.of(images)
+    mapped = StainMap(stats, stats)(images[1])
+    assert np.abs(mapped.astype(int) - images[1].astype(int)).mean() < 2.0
+
+
+def test_macenko_takes_another_labs_stains_to_the_training_colours():
+    train, _ = _stained_set(_VIOLET, _PINK, seed=1)
+    other, _ = _stained_set(np.array([0.45, 0.75, 0.48]), np.array([0.20, 0.95, 0.25]), seed=1, strength=0.6)
+    stain_map = StainMap(StainStats.of(other), StainStats.of(train))
+    before = np.abs(other[0].astype(int) - train[0].astype(int)).mean()
+    after = np.abs(stain_map(other[0]).astype(int) - train[0].astype(int)).mean()
+    assert after < before / 3
+    key = stain_map.key()
+    assert key.startswith("macenko:") and key != StainMap(StainStats.of(train), StainStats.of(train)).key()
+
+
+def test_macenko_needs_stained_pixels():
+    blank = _ImageSet.from_arrays([np.full((8, 8, 3), 250, np.uint8)], ["LYT"])
+    with pytest.raises(ValueError, match="too few"):
+        StainStats.of(blank)
+
+
+def test_macenko_pairs_the_stains_by_similarity_not_by_order():
+    train, _ = _stained_set(_VIOLET, _PINK, seed=2)
+    stats = StainStats.of(train)
+    swapped = StainStats(stats.vectors[::-1], stats.max_amount[::-1])
+    np.testing.assert_array_equal(StainMap(swapped, stats)(train[0]), StainMap(stats, stats)(train[0]))
