@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import find_contours, perimeter
+from scipy.spatial import ConvexHull, QhullError
+from skimage.measure import find_contours
 from skimage.morphology import convex_hull_image
+from skimage.util import unique_rows
 
 from cytocompare_classical.features.base import (
     FILL_VALUE, MASKS, CellContext, FeatureFamily, Setting, check_positive_int,
 )
 from cytocompare_classical.features.registry import register_family
+from cytocompare_classical.segmentation import _fill_holes, binary_erosion
+
+#: 4-connectivity (ndimage's default structure, skimage's ``perimeter(neighborhood=4)``)
+_CROSS4 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 _PER_MASK: dict[str, str] = {
     "area": "pixels in the mask",
@@ -95,7 +101,7 @@ class Shape(FeatureFamily):
         h, w = ctx.image_shape
         centre = np.array([(h - 1) / 2 - ctx.offset[0], (w - 1) / 2 - ctx.offset[1]])
         # the crop touches the image border where its offset is 0 or it ends at the image edge
-        edge = cell & ~ndi.binary_erosion(cell, border_value=0)
+        edge = cell & ~binary_erosion(cell, _CROSS4)
         on_border = np.zeros_like(cell)
         if ctx.offset[0] == 0:
             on_border[0] = True
@@ -122,9 +128,10 @@ def _mask_shape(mask: np.ndarray, n_fd: int) -> np.ndarray:
     y0, x0 = max(ys.min() - 1, 0), max(xs.min() - 1, 0)
     mask = mask[y0 : ys.max() + 2, x0 : xs.max() + 2]
     area = float(mask.sum())
-    per = float(perimeter(mask, neighborhood=4))
+    eroded = binary_erosion(mask, _CROSS4)
+    per = _perimeter4(mask, eroded)
     eqd = np.sqrt(4 * area / np.pi)
-    hull = convex_hull_image(mask)
+    hull = _convex_hull_image(mask)
     carea = float(hull.sum())
     defects, nd = ndi.label(hull & ~mask)
     dsizes = np.bincount(defects.ravel())[1:] if nd else np.zeros(0)
@@ -137,11 +144,11 @@ def _mask_shape(mask: np.ndarray, n_fd: int) -> np.ndarray:
     ang = np.deg2rad(np.arange(0, 180, 5))
     # a pixel with its 4 neighbours in the mask is never the extreme of a projection: the
     # contour pixels give the same Feret widths
-    ey, ex = np.nonzero(mask & ~ndi.binary_erosion(mask, border_value=0))
+    ey, ex = np.nonzero(mask & ~eroded)
     proj = np.outer(ey, np.sin(ang)) + np.outer(ex, np.cos(ang))
     widths = proj.max(0) - proj.min(0) + 1
     lab, ncomp = ndi.label(mask, structure=np.ones((3, 3)))
-    holes, nholes = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+    holes, nholes = ndi.label(_fill_holes(mask) & ~mask)
     radial, fd = _contour_signal(mask, lab, n_fd)
     r_eq = eqd / 2
     return np.array([
@@ -156,6 +163,66 @@ def _mask_shape(mask: np.ndarray, n_fd: int) -> np.ndarray:
         radial.mean() / r_eq, radial.std() / r_eq, radial.min() / r_eq, radial.max() / r_eq,
         *fd,
     ])
+
+
+#: skimage.measure.perimeter's weights of the 3 x 3 border-pixel codes (4-neighbourhood)
+_PERIMETER_WEIGHTS = np.zeros(50)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
+_PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2)
+_PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
+_PERIMETER_KERNEL = ((10, 2, 10), (2, 1, 2), (10, 2, 10))
+
+
+def _perimeter4(mask: np.ndarray, eroded: np.ndarray) -> float:
+    """``skimage.measure.perimeter(mask, neighborhood=4)``, the same value to the last bit (the
+    same integer codes, histogram and dot product), from the mask's 4-erosion computed once."""
+    border = (mask & ~eroded).astype(np.uint8)
+    h, w = border.shape
+    padded = np.pad(border, 1)
+    code = np.zeros((h, w), dtype=np.uint8)
+    for dy, row in enumerate(_PERIMETER_KERNEL):
+        for dx, k in enumerate(row):
+            code += np.uint8(k) * padded[dy : dy + h, dx : dx + w]
+    return float(np.bincount(code.ravel(), minlength=50) @ _PERIMETER_WEIGHTS)
+
+
+_DIAMOND = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
+
+
+def _convex_hull_image(mask: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.convex_hull_image(mask)``, the same pixels.
+
+    The same hull polygon (skimage's own steps: the end pixels of every row and column, the
+    midpoints of their edges, duplicates dropped by ``unique_rows``, which also sorts them, then
+    qhull), then, instead of skimage's point-in-polygon test of every pixel against every edge,
+    each row's run of pixels from the polygon's two crossings of that row. Both are exact: the
+    vertices are half-integers, so skimage's test (inside, edge or vertex counts as in) decides
+    without rounding, and here a crossing ``C0 + (C1 - C0) (2y - R0) / (R1 - R0)`` (coordinates
+    doubled) is an integer computed exactly or a fraction further than 1/1000 from any integer.
+    """
+    h, w = mask.shape
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    ends = np.concatenate([  # skimage's possible_hull: the first and last pixel of each row and column
+        np.stack([rows, mask[rows].argmax(1)], 1), np.stack([rows, w - 1 - mask[rows, ::-1].argmax(1)], 1),
+        np.stack([mask[:, cols].argmax(0), cols], 1), np.stack([h - 1 - mask[::-1, cols].argmax(0), cols], 1),
+    ])
+    coords = unique_rows((ends[:, None, :] + _DIAMOND).reshape(-1, 2))
+    try:
+        hull = ConvexHull(coords)
+    except QhullError:  # degenerate: skimage's own handling (a warning and an empty hull)
+        return convex_hull_image(mask)
+    v = 2 * hull.points[hull.vertices]  # doubled: integers, in order around the polygon
+    r0, c0 = v[:, 0], v[:, 1]
+    r1, c1 = np.roll(r0, -1), np.roll(c0, -1)
+    rows = 2.0 * np.arange(h)[:, None]  # (h, 1) doubled row coordinates
+    lo_r, hi_r = np.minimum(r0, r1), np.maximum(r0, r1)
+    spans = (rows >= lo_r) & (rows <= hi_r) & (r0 != r1)  # (h, edges): the edge crosses the row
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = c0 + (c1 - c0) * (rows - r0) / (r1 - r0)
+    left = np.where(spans, cross, np.inf).min(1)
+    right = np.where(spans, cross, -np.inf).max(1)
+    x = np.arange(w)[None]
+    return (2 * x >= left[:, None]) & (2 * x <= right[:, None])
 
 
 def _contour_signal(mask: np.ndarray, lab: np.ndarray, n_fd: int) -> tuple[np.ndarray, np.ndarray]:
