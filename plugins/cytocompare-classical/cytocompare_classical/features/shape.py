@@ -15,6 +15,7 @@ from cytocompare_classical.features.base import (
 from cytocompare_classical.features.registry import register_family
 from cytocompare_classical.segmentation import _fill_holes, binary_erosion
 
+
 #: 4-connectivity (ndimage's default structure, skimage's ``perimeter(neighborhood=4)``)
 _CROSS4 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
@@ -229,10 +230,10 @@ def _contour_signal(mask: np.ndarray, lab: np.ndarray, n_fd: int) -> tuple[np.nd
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     largest = lab == int(sizes.argmax())
-    contours = find_contours(np.pad(largest, 1).astype(np.float32), 0.5)
-    if not contours:
+    c = _longest_contour(largest)
+    if c is None:
         return np.zeros(1), np.zeros(n_fd)
-    c = max(contours, key=len) - 1
+    c = c - 1
     cy, cx = np.nonzero(largest)
     d = np.hypot(c[:, 0] - cy.mean(), c[:, 1] - cx.mean())
     # resample by arc length to 64 points so descriptors do not depend on contour pixel count
@@ -244,3 +245,81 @@ def _contour_signal(mask: np.ndarray, lab: np.ndarray, n_fd: int) -> tuple[np.nd
     spec = np.abs(np.fft.rfft(sig))
     fd = spec[1 : n_fd + 1] / spec[0] if spec[0] > 0 else np.zeros(n_fd)
     return d, np.pad(fd, (0, max(0, n_fd - fd.size)))
+
+
+def _longest_contour(mask: np.ndarray) -> np.ndarray | None:
+    """``max(find_contours(np.pad(mask, 1).astype(float), 0.5), key=len)`` (the first of the
+    longest contours of a binary mask), the same array, in numpy; ``None`` if there is none.
+
+    skimage's marching squares emit segments square by square in raster order (a saddle square
+    two, the pixels touching at a corner kept apart, ``fully_connected='low'``), and it
+    assembles them in Python with a dict per point (~1.5 ms per mask). On a zero-padded binary
+    image every contour closes, and skimage's result is known in advance: each contour is a
+    cycle of segments, contours listed in the order of their first segment, each starting at
+    the end point of its last segment (the one that closes it) and repeating that point at the
+    end. Here the segments come from the same table, the cycles from pointer jumping, and only
+    the longest is walked. ``tests/test_features.py`` compares it with find_contours.
+    """
+    m = np.pad(np.asarray(mask, dtype=bool), 1)
+    H, W = m.shape
+    case = (m[:-1, :-1].astype(np.uint8) + 2 * m[:-1, 1:] + 4 * m[1:, :-1] + 8 * m[1:, 1:]).ravel()
+    sq = np.flatnonzero((case != 0) & (case != 15))
+    if sq.size == 0:
+        return None
+    cs = case[sq]
+    # doubled coordinates of a square's edge midpoints: top, bottom, left, right
+    r2, c2 = 2 * (sq // (W - 1)), 2 * (sq % (W - 1))
+    pts = np.stack([np.stack([r2, c2 + 1], 1), np.stack([r2 + 2, c2 + 1], 1),
+                    np.stack([r2 + 1, c2], 1), np.stack([r2 + 1, c2 + 2], 1)], 1)  # (n, 4, 2)
+    first_seg, second_seg, has_second = _SQUARE_SEGMENTS
+    seg = np.stack([first_seg[cs], second_seg[cs]], 1)  # (n, 2 segments, from/to edge)
+    two = has_second[cs]
+    order = np.stack([np.ones_like(two), two], 1).ravel()  # generation order: square, then 1st / 2nd
+    sq_rep = np.repeat(np.arange(sq.size), 2)[order]
+    seg = seg.reshape(-1, 2)[order]
+    frm, to = pts[sq_rep, seg[:, 0]], pts[sq_rep, seg[:, 1]]  # (S, 2) doubled coordinates
+    code_from = frm[:, 0] * (2 * W) + frm[:, 1]
+    code_to = to[:, 0] * (2 * W) + to[:, 1]
+    lookup = np.full(2 * H * 2 * W, -1, dtype=np.intp)
+    lookup[code_from] = np.arange(code_from.size)
+    nxt = lookup[code_to]
+    if (nxt < 0).any() or np.unique(code_from).size != code_from.size:  # pragma: no cover - not closed
+        return _skimage_longest(np.pad(mask, 1).astype(np.float64))
+    # per segment, the first and last segment index of its cycle, by pointer jumping
+    lo = hi = np.arange(nxt.size)
+    jump = nxt
+    for _ in range(int(np.ceil(np.log2(max(nxt.size, 2)))) + 1):
+        lo, hi = np.minimum(lo, lo[jump]), np.maximum(hi, hi[jump])
+        jump = jump[jump]
+    length = np.bincount(lo, minlength=nxt.size)
+    first = int(np.flatnonzero(length == length.max())[0])  # the first of the longest (lo = first index)
+    start = int(nxt[hi[first]])  # the contour begins where its closing segment ends
+    walk, nxt_list = [start], nxt.tolist()
+    for _ in range(int(length[first]) - 1):
+        walk.append(nxt_list[walk[-1]])
+    walk.append(start)
+    return frm[walk] / 2.0
+
+
+#: per marching-squares case: the (from, to) edges (0 top, 1 bottom, 2 left, 3 right) of its first
+#: and second segment, and whether it has a second (saddles 6 and 9); skimage's table
+def _segment_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    T, B, Lf, R = 0, 1, 2, 3
+    first = {1: (T, Lf), 2: (R, T), 3: (R, Lf), 4: (Lf, B), 5: (T, B), 6: (R, T), 7: (R, B), 8: (B, R),
+             9: (T, Lf), 10: (B, T), 11: (B, Lf), 12: (Lf, R), 13: (T, R), 14: (Lf, T)}
+    second = {6: (Lf, B), 9: (B, R)}
+    a = np.zeros((16, 2), dtype=np.intp)
+    b = np.zeros((16, 2), dtype=np.intp)
+    for k, v in first.items():
+        a[k] = v
+    for k, v in second.items():
+        b[k] = v
+    return a, b, np.isin(np.arange(16), list(second))
+
+
+_SQUARE_SEGMENTS = _segment_table()
+
+
+def _skimage_longest(image: np.ndarray) -> np.ndarray | None:
+    contours = find_contours(image, 0.5)
+    return max(contours, key=len) if contours else None
