@@ -347,3 +347,15 @@ def test_gabor_split_inverse_fft_equals_ifft2() -> None:
         x = (rng.normal(size=(2, 3, ph, pw)) + 1j * rng.normal(size=(2, 3, ph, pw))).astype(np.complex64)
         want = sfft.ifft2(x, workers=1)[..., :h, :w]
         np.testing.assert_array_equal(_ifft2_cropped(x.copy(), h, w), want)
+
+
+def test_hsv_equals_skimage_on_8_bit_colours() -> None:
+    from skimage import color
+
+    from cytocompare_classical.features.channels import _rgb2hsv
+
+    v = np.arange(0, 256, 3, dtype=np.uint8)  # 86^3 colours: greys, ties for the maximum, extremes
+    f = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(86 * 86, 86, 3).astype(np.float32) / 255.0
+    want = color.rgb2hsv(f).astype(np.float32)
+    for k, got in enumerate(_rgb2hsv(f)):
+        np.testing.assert_array_equal(got, want[..., k])
