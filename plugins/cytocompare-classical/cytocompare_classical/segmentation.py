@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,10 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     if n == 0:
         return mask.copy()
     border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    return mask | ~np.isin(lab, border[border > 0])
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[border] = True  # background reaching the border; label 0 (the mask) stays False
+    outside[0] = False
+    return mask | ~outside[lab]
 
 
 def _label_min(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
@@ -347,8 +351,27 @@ def nucleus_candidates(
     return cand, labels, n, areas, keep
 
 
+def _centroids(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n, 2) centroids of labels 1..n: ``ndi.center_of_mass(np.ones_like(labels), labels,
+    range(1, n + 1))`` with the same sums (ndimage's, bincounts of the row and column
+    coordinates in raster order) and the same division, without its per-call overhead."""
+    h, w = labels.shape
+    flat = labels.ravel()
+    count = np.bincount(flat, weights=np.ones(flat.size), minlength=n + 1)[1 : n + 1]
+    rows = np.broadcast_to(np.arange(h, dtype=float)[:, None], (h, w)).ravel()
+    cols = np.broadcast_to(np.arange(w, dtype=float)[None, :], (h, w)).ravel()
+    return np.stack([np.bincount(flat, weights=g, minlength=n + 1)[1 : n + 1] / count for g in (rows, cols)], 1)
+
+
+@lru_cache(maxsize=8)
 def centre_distance(shape: tuple[int, int]) -> np.ndarray:
-    """Distance of every pixel to the image centre."""
+    """Distance of every pixel to the image centre (computed once per image size; read-only)."""
+    d = _centre_distance(shape)
+    d.flags.writeable = False
+    return d
+
+
+def _centre_distance(shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     return np.hypot(yy - (h - 1) / 2.0, xx - (w - 1) / 2.0)
@@ -373,7 +396,7 @@ def split_touching_nuclei(
     nucleus, the lobes of a neutrophil): ``merge_lobes`` joins its pieces again, but not a piece
     whose centroid lies far from the image centre. Returns new (labels, n, areas, keep); the
     dropped small candidates stay out (``keep`` False) as before."""
-    kept = np.isin(labels, np.arange(1, keep.size + 1)[keep])
+    kept = labels_of(labels, keep)
     dist = distance_transform_edt(kept)
     peaks = peak_local_max(dist, min_distance=max(int(round(min_distance)), 1), labels=ndi.label(kept)[0],
                            exclude_border=False)
@@ -399,18 +422,18 @@ def merge_lobes(
     centre (not a neighbour's nucleus touching it). Returns the mask and which labels were merged."""
     h, w = labels.shape
     index = np.arange(1, n + 1)
-    centroids = np.array(ndi.center_of_mass(np.ones_like(labels), labels, index)).reshape(n, 2)
+    centroids = _centroids(labels, n)
     off_centre = np.hypot(centroids[:, 0] - (h - 1) / 2.0, centroids[:, 1] - (w - 1) / 2.0)
     candidates = keep & (off_centre <= reach)
     merged = np.zeros(n, dtype=bool)
     merged[chosen - 1] = True
     while True:
-        gap = distance_transform_edt(~np.isin(labels, index[merged]))
+        gap = distance_transform_edt(~labels_of(labels, merged))
         grown = merged | (candidates & (_label_min(gap, labels, n) <= radius))
         if np.array_equal(grown, merged):
             break
         merged = grown
-    return np.isin(labels, index[merged]), merged
+    return labels_of(labels, merged), merged
 
 
 def smooth_mask(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -457,13 +480,19 @@ def cytoplasm_and_cell(
     cell = smooth_mask(cyto | nucleus, _scaled(p.cytoplasm_smoothing_radius, scale)) & ~other_nuclei
     lab_cell, _ = ndi.label(cell | nucleus)
     keep_labels = np.unique(lab_cell[nucleus])
-    cell = _fill_holes(np.isin(lab_cell, keep_labels[keep_labels > 0])) | nucleus
+    chosen = np.zeros(int(lab_cell.max()) + 1, dtype=bool)
+    chosen[keep_labels] = True
+    chosen[0] = False
+    cell = _fill_holes(chosen[lab_cell]) | nucleus
     return cell & ~nucleus, cell
 
 
 def labels_of(labels: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """Mask of the labels 1..n where ``which`` (one entry per label) is True."""
-    return np.isin(labels, np.arange(1, which.size + 1)[which])
+    """Mask of the labels 1..n where ``which`` (one entry per label) is True (a look-up
+    table: the pixels of ``np.isin(labels, chosen labels)``, with less CPU)."""
+    table = np.zeros(which.size + 1, dtype=bool)
+    table[1:] = which
+    return table[labels]
 
 
 def overlay(rgb: np.ndarray, seg: Segmentation) -> np.ndarray:

@@ -371,8 +371,9 @@ def test_watershed_on_the_box_equals_watershed_on_the_image() -> None:
 
 
 def test_segmentation_equals_the_ndimage_implementation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real bundled cells segmented with the OpenCV helpers and with the ndimage / skimage calls
-    they replaced (patched back in): the same masks."""
+    """Real bundled cells segmented with the OpenCV helpers (and the look-up-table label
+    selection, the bincount centroids) and with the ndimage / skimage / numpy calls they replaced
+    (patched back in): the same masks."""
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
@@ -385,6 +386,10 @@ def test_segmentation_equals_the_ndimage_implementation(monkeypatch: pytest.Monk
     monkeypatch.setattr(S, "binary_closing", lambda m, s: ndi.binary_closing(m, structure=s))
     monkeypatch.setattr(S, "distance_transform_edt", ndi.distance_transform_edt)
     monkeypatch.setattr(S, "_watershed", lambda image, markers, mask: watershed(image, markers, mask=mask))
+    monkeypatch.setattr(S, "labels_of", lambda labels, which: np.isin(labels, np.arange(1, which.size + 1)[which]))
+    monkeypatch.setattr(S, "_centroids", lambda labels, n: np.array(
+        ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1))).reshape(n, 2))
+    monkeypatch.setattr(S, "_fill_holes", ndi.binary_fill_holes)
     for f, a in zip(files, fast):
         b = segment_cell(read_image(f))
         assert a.ok == b.ok, f
