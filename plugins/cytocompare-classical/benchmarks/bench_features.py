@@ -11,7 +11,10 @@ Images: --n cells drawn (mixed classes, seed 0) from --images DIR (class folders
 ``--save PATH`` stores this run's feature matrix (``PATH.npy``, names in ``PATH.json``) and
 ``--reference PATH`` compares this run's values with a stored one (the same cells and profile),
 so a speed-up can be checked against the unchanged code without running it again.
-``--cprofile FILE`` writes a cProfile of the timed loop (``python -m pstats FILE``).
+``--cprofile FILE`` writes a cProfile of the timed loop (``python -m pstats FILE``). ``--warm``
+computes every cell once untimed first, so that per-size caches (the Gabor kernel bank of each
+padded crop size) are built before timing, as in a long run; without it the first cell of each
+size pays for its bank.
 
 ``--baseline REV`` also runs the feature code of git revision REV (the classical plugin's package
 taken from git into a temporary folder) on the same cells in this run, one after the other in
@@ -57,7 +60,8 @@ def _image_files(folder: Path | None, n: int, pbc_n: int) -> tuple[str, list[Pat
     return "synthetic", []
 
 
-def _measure(files: list[str], n_synthetic: int, profile: str, out: str, cprofile: str | None) -> None:
+def _measure(files: list[str], n_synthetic: int, profile: str, out: str, cprofile: str | None,
+             warm: bool = False) -> None:
     """Worker: per-family CPU seconds and the feature matrix of the code on sys.path."""
     from threadpoolctl import threadpool_limits
 
@@ -78,7 +82,8 @@ def _measure(files: list[str], n_synthetic: int, profile: str, out: str, cprofil
         images = [synthetic_cell(i)[0] for i in range(n_synthetic)]
     wall_clock = time.perf_counter  # kept: the next line makes the time module's perf_counter CPU time
     with threadpool_limits(1):
-        F.compute_features(images[0], profile)  # warm-up (imports, kernel-bank cache)
+        for rgb in images if warm else images[:1]:
+            F.compute_features(rgb, profile)  # warm-up (imports, kernel-bank cache)
         F.time.perf_counter = time.process_time  # type: ignore[attr-defined]  # the per-family clock: CPU too
         timings: dict[str, float] = {}
         rows, ok = [], 0
@@ -105,10 +110,10 @@ def _measure(files: list[str], n_synthetic: int, profile: str, out: str, cprofil
 
 
 def _run(pythonpath: list[str], files: list[Path], n: int, profile: str, out: Path,
-         cprofile: str | None = None) -> dict:
+         cprofile: str | None = None, warm: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, os.environ.get("PYTHONPATH", "")])}
     args = [sys.executable, __file__, "--worker", str(out), "--profile", profile, "--n", str(n),
-            *(["--cprofile", cprofile] if cprofile else []), *map(str, files)]
+            *(["--cprofile", cprofile] if cprofile else []), *(["--warm"] if warm else []), *map(str, files)]
     subprocess.run(args, env=env, check=True)
     res = json.loads(Path(str(out) + ".json").read_text())
     res["X"] = np.load(str(out) + ".npy")
@@ -144,21 +149,22 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="store this run's feature matrix as SAVE.npy (+ SAVE.json)")
     ap.add_argument("--reference", default=None, help="compare the values with a matrix stored by --save")
     ap.add_argument("--cprofile", default=None, help="write a cProfile (CPU time) of the current code's loop here")
+    ap.add_argument("--warm", action="store_true", help="compute every cell once untimed first (caches built)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return _measure(args.files, args.n, args.profile, args.worker, args.cprofile)
+        return _measure(args.files, args.n, args.profile, args.worker, args.cprofile, args.warm)
 
     source, files = _image_files(args.images, args.n, args.pbc_n)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"now": _run([str(PLUGIN)], files, args.n, args.profile, Path(tmp) / "now", args.cprofile)}
+        runs = {"now": _run([str(PLUGIN)], files, args.n, args.profile, Path(tmp) / "now", args.cprofile, args.warm)}
         if args.baseline:
             old = _baseline_package(args.baseline, Path(tmp))
-            runs[args.baseline] = _run([str(old)], files, args.n, args.profile, Path(tmp) / "old")
+            runs[args.baseline] = _run([str(old)], files, args.n, args.profile, Path(tmp) / "old", warm=args.warm)
     now = runs["now"]
     n = now["n"]
-    print(f"images: {n}, {source}; profile {args.profile}")
+    print(f"images: {n}, {source}; profile {args.profile}" + ("; caches warmed first" if args.warm else ""))
     print(f"features per cell: {len(now['names'])}; segmentation ok: {now['ok']}/{n}")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (CPU time is less disturbed by it than wall)")
     labels = list(runs)
