@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from math import factorial
 
 import numpy as np
@@ -66,12 +65,12 @@ class Zernike(FeatureFamily):
             # cos and sin of theta = atan2(y, x), with theta = 0 at the centroid itself
             safe = np.where(r > 0, r, 1.0)
             cos1, sin1 = np.where(r > 0, x / safe, 1.0), y / safe
-            re_im = _basis(rho, cos1, sin1, idx)  # V_nm = re + i im: rows re (K), then im (K)
+            re, im = _basis(rho, cos1, sin1, idx)  # V_nm = re + i im, each (K, npix)
             weights = [ctx.channels[c][mask].astype(np.float64) for c in self.settings.channels]
             f = np.stack([np.ones_like(rho)] + weights, axis=1)
             tot = f.sum(0)
             # sum f conj(V) = sum f re - i sum f im: one real product for both parts
-            both = re_im @ f  # (2K, nw)
+            both = np.concatenate([re, im]) @ f  # (2K, nw)
             a = np.hypot(both[: len(idx)], both[len(idx) :])
             norm = np.array([(n + 1) / np.pi for n, _ in idx])[:, None]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -80,9 +79,8 @@ class Zernike(FeatureFamily):
 
 
 def _basis(rho: np.ndarray, cos1: np.ndarray, sin1: np.ndarray,
-           idx: list[tuple[int, int]]) -> np.ndarray:
-    """Real and imaginary parts of V_nm = R_nm(rho) exp(i m theta) for all (n, m) in ``idx``,
-    stacked (2K, npix) (real parts first, written in place: no concatenation afterwards):
+           idx: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary parts of V_nm = R_nm(rho) exp(i m theta) for all (n, m) in ``idx``:
     the radial polynomials as one product of their coefficients with the powers of rho, the
     angular part cos/sin(m theta) by the angle-addition recurrence from cos/sin(theta) (no
     complex exponential: ~4x cheaper, equal to rounding)."""
@@ -91,28 +89,16 @@ def _basis(rho: np.ndarray, cos1: np.ndarray, sin1: np.ndarray,
     powers[0] = 1.0
     for k in range(1, maxn + 1):
         powers[k] = powers[k - 1] * rho
-    radial = _radial_coefficients(tuple(idx)) @ powers  # (K, npix)
+    coef = np.zeros((len(idx), maxn + 1))
+    for k, (n, m) in enumerate(idx):
+        for s in range((n - m) // 2 + 1):
+            coef[k, n - 2 * s] = (-1) ** s * factorial(n - s) / (
+                factorial(s) * factorial((n + m) // 2 - s) * factorial((n - m) // 2 - s))
+    radial = coef @ powers  # (K, npix)
     cos_m, sin_m = np.empty((maxn + 1, rho.size)), np.empty((maxn + 1, rho.size))
     cos_m[0], sin_m[0] = 1.0, 0.0
     for m in range(1, maxn + 1):
         cos_m[m] = cos_m[m - 1] * cos1 - sin_m[m - 1] * sin1
         sin_m[m] = sin_m[m - 1] * cos1 + cos_m[m - 1] * sin1
     ms = np.array([m for _, m in idx])
-    out = np.empty((2 * len(idx), rho.size))
-    np.multiply(radial, np.take(cos_m, ms, axis=0), out=out[: len(idx)])
-    np.multiply(radial, np.take(sin_m, ms, axis=0), out=out[len(idx) :])
-    return out
-
-
-@lru_cache(maxsize=8)
-def _radial_coefficients(idx: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """Coefficients of R_nm in the powers rho^0 .. rho^maxn, one row per (n, m): computed once
-    per degree (the same values every cell; read-only)."""
-    maxn = max(n for n, _ in idx)
-    coef = np.zeros((len(idx), maxn + 1))
-    for k, (n, m) in enumerate(idx):
-        for s in range((n - m) // 2 + 1):
-            coef[k, n - 2 * s] = (-1) ** s * factorial(n - s) / (
-                factorial(s) * factorial((n + m) // 2 - s) * factorial((n - m) // 2 - s))
-    coef.flags.writeable = False
-    return coef
+    return radial * cos_m[ms], radial * sin_m[ms]
