@@ -188,7 +188,8 @@ def main() -> None:
         ref = json.loads(Path(args.reference + ".json").read_text())
         if ref["files"] != list(map(str, files)) or ref["profile"] != args.profile:
             sys.exit(f"{args.reference}: stored for other cells or another profile than this run's")
-        compare.append((f"the reference {args.reference}", {"names": ref["names"], "X": np.load(args.reference + ".npy")}))
+        stored = {"names": ref["names"], "X": np.load(args.reference + ".npy")}
+        compare.append((f"the reference {args.reference}", stored))
     for what, old in compare:
         if old["names"] != now["names"]:
             print(f"feature names differ from {what}'s: values not compared")

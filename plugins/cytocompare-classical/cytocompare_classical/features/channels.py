@@ -64,7 +64,8 @@ def compute_channels(rgb: np.ndarray, names: tuple[str, ...] | list[str]) -> dic
 def _rgb2hsv(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(H, S, V) of ``skimage.color.rgb2hsv(f)`` for a float32 RGB image, the same float32 values:
     the same elementwise operations, with ``np.where`` instead of skimage's boolean-indexed
-    assignments (where two channels tie for the maximum the later one's formula wins, as there). ``tests/test_features.py`` compares the two on every 8-bit colour."""
+    assignments (where two channels tie for the maximum the later one's formula wins, as there).
+    ``tests/test_features.py`` compares the two on every third 8-bit level of each channel."""
     # contiguous planes, and max / min pairwise (exact): reductions over a length-3 axis are slow
     r, g, b = (np.ascontiguousarray(f[..., k]) for k in range(3))
     v = np.maximum(np.maximum(r, g), b)
