@@ -267,3 +267,95 @@ def test_shape_on_the_bounding_box_equals_the_whole_crop() -> None:
     assert row[names.index("convex_area")] == convex_hull_image(nuc).sum()
     np.testing.assert_allclose(row[[names.index("feret_max"), names.index("feret_min")]],
                                [widths.max(), widths.min()], rtol=1e-12)
+
+
+# ---------------------------------------------------------------- speed-ups = the earlier code
+# The CPU speed-ups of issue #9 (OpenCV morphology, the row-run convex hull, the contour walk,
+# the split inverse FFT) replace library calls; each must equal the call it replaced, and whole
+# rows must equal those of the implementation before them.
+
+#: full-profile rows of 6 bundled cells (float32) computed by the code at 5e13e9f, before the
+#: speed-ups; regenerate only for an intended change of feature values (and then bump the
+#: plugin's version, which keys the feature cache)
+REFERENCE_ROWS = Path(__file__).resolve().parent / "data" / "feature_rows_5e13e9f.npz"
+
+
+def test_full_rows_equal_the_implementation_before_the_speed_ups() -> None:
+    from cytocompare.images import read_image
+
+    ref = np.load(REFERENCE_ROWS)
+    names = feature_names("full")
+    cols = [names.index(n) for n in ref["names"]]  # by name: a family added later adds columns only
+    for cell, want in zip(ref["cells"], ref["rows"]):
+        row, seg = compute_features(read_image(SAMPLE.parent / str(cell)), "full")
+        assert seg.ok
+        got = row[cols]
+        bad = ~np.isclose(got, want, rtol=1e-6, atol=1e-9)
+        assert not bad.any(), f"{cell}: {int(bad.sum())} features differ, e.g. " + ", ".join(
+            f"{ref['names'][i]} {got[i]!r} != {want[i]!r}" for i in np.flatnonzero(bad)[:5])
+
+
+def _masks_for_shape() -> list[np.ndarray]:
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(6)
+    out = []
+    for t in range(400):
+        h, w = rng.integers(2, 70, 2)
+        m = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(0.3, 6)) > rng.uniform(0.4, 0.7)
+        if t % 4 == 0:
+            m = rng.random((h, w)) > 0.5  # pixels touching at corners: marching-squares saddles
+        out.append(m)
+    fs = feature_set("full")
+    for name in ("BLA_00002.jpg", "NGS_*.jpg", "EOS_*.jpg"):
+        ctx = _real_context(name, fs)
+        out += [ctx.masks[m] for m in ("cell", "nucleus", "cytoplasm")]
+    return out
+
+
+def test_shape_helpers_equal_skimage() -> None:
+    from scipy import ndimage as ndi
+    from skimage.measure import find_contours, perimeter
+    from skimage.morphology import convex_hull_image
+
+    from cytocompare_classical.features import shape as sh
+    from cytocompare_classical.segmentation import _fill_holes
+
+    for m in _masks_for_shape():
+        contours = find_contours(np.pad(m, 1).astype(np.float32), 0.5)
+        want = max(contours, key=len) if contours else None
+        got = sh._longest_contour(m)
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_array_equal(got, want)  # the same points, start and direction
+        assert np.array_equal(_fill_holes(m), ndi.binary_fill_holes(m))
+        if m.sum() < 3:
+            continue
+        eroded = sh.binary_erosion(m, sh._CROSS4)
+        assert np.array_equal(eroded, ndi.binary_erosion(m, border_value=0))
+        assert sh._perimeter4(m, eroded) == perimeter(m, neighborhood=4)
+        assert np.array_equal(sh._convex_hull_image(m), convex_hull_image(m))
+
+
+def test_gabor_split_inverse_fft_equals_ifft2() -> None:
+    from scipy import fft as sfft
+
+    from cytocompare_classical.features.gabor import _ifft2_cropped
+
+    rng = np.random.default_rng(7)
+    for ph, pw, h, w in ((96, 128, 70, 101), (160, 160, 136, 130), (64, 96, 64, 60)):
+        x = (rng.normal(size=(2, 3, ph, pw)) + 1j * rng.normal(size=(2, 3, ph, pw))).astype(np.complex64)
+        want = sfft.ifft2(x, workers=1)[..., :h, :w]
+        np.testing.assert_array_equal(_ifft2_cropped(x.copy(), h, w), want)
+
+
+def test_hsv_equals_skimage_on_8_bit_colours() -> None:
+    from skimage import color
+
+    from cytocompare_classical.features.channels import _rgb2hsv
+
+    v = np.arange(0, 256, 3, dtype=np.uint8)  # 86^3 colours: greys, ties for the maximum, extremes
+    f = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(86 * 86, 86, 3).astype(np.float32) / 255.0
+    want = color.rgb2hsv(f).astype(np.float32)
+    for k, got in enumerate(_rgb2hsv(f)):
+        np.testing.assert_array_equal(got, want[..., k])

@@ -318,3 +318,81 @@ def test_real_cells_with_a_touching_neighbour(shared_data: Path) -> None:
         assert np.hypot(ys.mean() - 124.5, xs.mean() - 124.5) < 40, name
         border = np.concatenate([seg.cell[0], seg.cell[-1], seg.cell[:, 0], seg.cell[:, -1]])
         assert border.mean() < 0.15, name
+
+
+# ---------------------------------------------------------------- OpenCV helpers = ndimage / skimage
+# The segmentation's morphology, distance transforms and watershed are faster equivalents of the
+# ndimage / skimage calls they replaced; they must give the same pixels and distances exactly.
+
+SAMPLE = Path(__file__).resolve().parents[3] / "cytocompare" / "sample_data"
+
+
+def _random_masks(n: int, seed: int) -> list[np.ndarray]:
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n):
+        h, w = rng.integers(2, 90, 2)
+        m = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(0.5, 6)) > rng.uniform(0.35, 0.65)
+        if t % 9 == 0:
+            m[:] = True  # no background: the EDT's own convention
+        if t % 9 == 1:
+            m[:] = False
+        out.append(m)
+    return out
+
+
+def test_opencv_morphology_and_edt_equal_ndimage() -> None:
+    from scipy import ndimage as ndi
+
+    for i, m in enumerate(_random_masks(300, 0)):
+        disk = S._disk(i % 6)
+        assert np.array_equal(S.binary_opening(m, disk), ndi.binary_opening(m, structure=disk))
+        assert np.array_equal(S.binary_closing(m, disk), ndi.binary_closing(m, structure=disk))
+        assert np.array_equal(S.binary_erosion(m, disk), ndi.binary_erosion(m, structure=disk))
+        np.testing.assert_array_equal(S.distance_transform_edt(m), ndi.distance_transform_edt(m))
+    far = np.ones((250, 250), bool)
+    far[0, 0] = False  # distances up to ~352: the float32 roots still give the integer squares back
+    np.testing.assert_array_equal(S.distance_transform_edt(far), ndi.distance_transform_edt(far))
+
+
+def test_watershed_on_the_box_equals_watershed_on_the_image() -> None:
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(1)
+    for m in _random_masks(60, 2):
+        image = -ndi.distance_transform_edt(m) + np.round(rng.random(m.shape), 1)  # ties as in real use
+        markers = np.zeros(m.shape, np.int32)
+        idx = rng.integers(0, m.size, 4)
+        markers.flat[idx] = np.arange(1, 5)
+        np.testing.assert_array_equal(S._watershed(image, markers, m), watershed(image, markers, mask=m))
+
+
+def test_segmentation_equals_the_ndimage_implementation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real bundled cells segmented with the OpenCV helpers (and the look-up-table label
+    selection, the bincount centroids) and with the ndimage / skimage / numpy calls they replaced
+    (patched back in): the same masks."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from cytocompare.images import read_image
+
+    files = sorted((SAMPLE / "matek-bm-sample").rglob("*.jpg"))[::10]
+    files += sorted((SAMPLE / "pbc-sample").rglob("*.jpg"))[::10]
+    assert len(files) >= 30
+    fast = [segment_cell(read_image(f)) for f in files]
+    monkeypatch.setattr(S, "binary_opening", lambda m, s: ndi.binary_opening(m, structure=s))
+    monkeypatch.setattr(S, "binary_closing", lambda m, s: ndi.binary_closing(m, structure=s))
+    monkeypatch.setattr(S, "distance_transform_edt", ndi.distance_transform_edt)
+    monkeypatch.setattr(S, "_watershed", lambda image, markers, mask: watershed(image, markers, mask=mask))
+    monkeypatch.setattr(S, "labels_of", lambda labels, which: np.isin(labels, np.arange(1, which.size + 1)[which]))
+    monkeypatch.setattr(S, "_centroids", lambda labels, n: np.array(
+        ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1))).reshape(n, 2))
+    monkeypatch.setattr(S, "_fill_holes", ndi.binary_fill_holes)
+    for f, a in zip(files, fast):
+        b = segment_cell(read_image(f))
+        assert a.ok == b.ok, f
+        for part in ("nucleus", "cytoplasm", "cell"):
+            assert np.array_equal(getattr(a, part), getattr(b, part)), f"{f}: {part}"

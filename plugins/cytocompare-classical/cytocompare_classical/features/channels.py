@@ -48,8 +48,7 @@ def compute_channels(rgb: np.ndarray, names: tuple[str, ...] | list[str]) -> dic
     if "grey" in wanted:
         out["grey"] = f @ np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
     if wanted & {"hsv_h", "hsv_s", "hsv_v"}:
-        hsv = color.rgb2hsv(f).astype(np.float32)
-        out["hsv_h"], out["hsv_s"], out["hsv_v"] = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+        out["hsv_h"], out["hsv_s"], out["hsv_v"] = _rgb2hsv(f)
     if wanted & {"lab_l", "lab_a", "lab_b"}:
         lab = color.rgb2lab(f).astype(np.float32)
         out["lab_l"] = lab[..., 0] / 100.0
@@ -60,3 +59,22 @@ def compute_channels(rgb: np.ndarray, names: tuple[str, ...] | list[str]) -> dic
         scaled = (hed - _HED_LO) / (_HED_HI - _HED_LO)
         out["hed_h"], out["hed_e"] = scaled[..., 0].astype(np.float32), scaled[..., 1].astype(np.float32)
     return {k: np.clip(out[k], 0.0, 1.0).astype(np.float32, copy=False) for k in names}
+
+
+def _rgb2hsv(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, S, V) of ``skimage.color.rgb2hsv(f)`` for a float32 RGB image, the same float32 values:
+    the same elementwise operations, with ``np.where`` instead of skimage's boolean-indexed
+    assignments (where two channels tie for the maximum the later one's formula wins, as there).
+    ``tests/test_features.py`` compares the two on every third 8-bit level of each channel."""
+    # contiguous planes, and max / min pairwise (exact): reductions over a length-3 axis are slow
+    r, g, b = (np.ascontiguousarray(f[..., k]) for k in range(3))
+    v = np.maximum(np.maximum(r, g), b)
+    delta = v - np.minimum(np.minimum(r, g), b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = delta / v
+        h = np.where(b == v, 4.0 + (r - g) / delta, np.where(g == v, 2.0 + (b - r) / delta, (g - b) / delta))
+        h = (h / 6.0) % 1.0
+    flat = delta == 0.0
+    s[flat] = 0.0
+    h[flat] = 0.0
+    return tuple(np.where(np.isnan(x), np.float32(0), x) for x in (h, s, v))  # type: ignore[return-value]

@@ -63,31 +63,49 @@ class DarkFraction(FeatureFamily):
 
 
 #: CPU ms per cell of each step, measured side by side in one run of
-#: ``benchmarks/bench_features.py --n 60 --pbc-n 20 --baseline ab2e20c`` (80 real cells: 60 of
-#: matek-bm, 20 of pbc; one process, BLAS on one thread, process CPU time) on the shared 2-core
-#: machine at load average ~28: contention inflates CPU time too (the unchanged segmentation read
-#: 45 → 49 ms between the two runs), so compare the columns, not the absolute figures
+#: ``benchmarks/bench_features.py --n 60 --pbc-n 20 --baseline 5e13e9f --warm`` (80 real cells:
+#: 60 of matek-bm, 20 of pbc; one process, BLAS on one thread, process CPU time, every cell once
+#: untimed first) on the shared 2-core machine at load average ~2-4; compare the columns
+_COST_BASE = "5e13e9f"
 _COST_MS: dict[str, tuple[float, float]] = {
-    "segmentation": (44.9, 49.2), "channels": (20.7, 22.0), "shape": (60.8, 46.6),
-    "intensity": (9.2, 10.3), "hist": (4.3, 4.7), "haralick": (87.3, 57.9), "lbp": (54.2, 47.5),
-    "zernike": (36.2, 26.9), "tas": (53.7, 8.7), "gabor": (46.5, 51.3), "granulometry": (45.1, 8.1),
+    "segmentation": (51.9, 25.7), "channels": (8.5, 4.7), "shape": (20.8, 12.4), "intensity": (3.3, 3.4),
+    "hist": (1.9, 2.0), "haralick": (21.7, 15.3), "lbp": (13.6, 12.3), "zernike": (7.3, 7.6),
+    "tas": (3.8, 3.9), "gabor": (15.0, 12.2), "granulometry": (3.3, 3.2),
 }
-_COST_TOTAL_S = (0.464, 0.334)
+_COST_TOTAL_S = (0.152, 0.103)
+_COST_DECODE_MS = (0.9, 1.1)
 
 _COST_NOTES = """\
 Measured side by side in one run of `benchmarks/bench_features.py --n 60 --pbc-n 20 --baseline
-ab2e20c` on 80 real cells (60 of matek-bm, 20 of pbc), one process, BLAS on one thread, process
-CPU time, on the shared 2-core machine at load average ~28: contention inflates CPU time as well
-(the unchanged segmentation and gabor read 5-10 % more in the second column), so compare the
-columns rather than the absolute figures; on a quiet machine the earlier code took ~0.37 s.
+5e13e9f --warm` on 80 real cells (60 of matek-bm, 20 of pbc), one process, BLAS on one thread,
+process CPU time, every cell computed once untimed first (so the Gabor kernel bank of each
+padded crop size is built, as in a long run), on the shared 2-core machine at load average
+~2-4. Contention inflates CPU time as well (the previous round read 0.33 s a cell at load ~28;
+5e13e9f read 0.18 s on the quiet machine without `--warm`, the current code 0.10 s), so compare
+the columns rather than the absolute figures. With the JPEG decode (~1 ms) a cell costs ~0.10
+CPU-s: 171,374 cells take ~18 min on 16 cores (docs/scaling.md).
 
-The speed-ups change no feature beyond rounding: on those 80 cells the largest difference of any
-of the 6,120 values from the earlier code is 1.1e-13 (relative 2.5e-8), none is outside
-rtol 1e-6 / atol 1e-9, integer-valued features are identical, and `tas`, `lbp`, `gabor`,
-`granulometry`, `intensity` and `hist` are bit-identical (`test_features.py` checks each
-vectorised family against a plain reference on bundled real cells). `gabor` includes building
-the kernel bank of each padded crop size the first time it is seen (amortised in long runs).
-Re-measure with `python plugins/cytocompare-classical/benchmarks/bench_features.py --baseline REV`.
+Where the CPU went (issue #9): the segmentation's binary openings and closings and its distance
+transforms run in OpenCV (`cv2.erode`/`dilate` with the same disk and a zero border;
+`cv2.distanceTransform`'s exact transform, whose float32 roots give the integer squared distances
+back), the watershed runs on the bounding box of its mask, labels are selected by look-up table
+and centroids by bincount; `shape` draws the convex hull row by row from skimage's own hull
+polygon, takes the perimeter from the erosion it already has, and walks the longest contour
+itself (skimage's marching-squares table; its Python contour assembly cost ~1.5 ms a mask);
+`haralick` gathers with `np.take`; `lbp` keeps uint8 codes and picks the nucleus and cytoplasm
+out of the cell's pixels; `gabor` inverts its FFTs as two 1-D passes, the second over the kept
+rows only; the HSV channels skip skimage's boolean-indexed assignments.
+
+None of this changes a value: on those 80 cells all 6,120 features are bit-identical to the
+earlier code's, and on 700 real cells (500 matek-bm, 200 pbc) the masks are identical. The tests
+compare each fast piece with the call it replaced (`ndimage`, `skimage`, `scipy.fft.ifft2`, on
+random and real masks, HSV on 86^3 8-bit colours, all 2^24 checked once), the whole segmentation with the ndimage
+implementation patched back in, and full rows of 6 bundled cells with a stored reference of the
+earlier code (`tests/data/feature_rows_5e13e9f.npz`, rtol 1e-6 / atol 1e-9), so the feature
+cache's key (the plugin version) stays. The earlier round (ab2e20c: 0.46 → 0.33 CPU-s at load
+~28) vectorised `tas`, `haralick` and `granulometry` the same way, each checked against a plain
+reference. Re-measure with `python plugins/cytocompare-classical/benchmarks/bench_features.py
+--warm --baseline REV` (`--reference`/`--save` compare with a stored matrix, `--cprofile` profiles).
 """
 
 
@@ -166,10 +184,11 @@ def render() -> str:
     lines += [
         "## Cost per family",
         "",
-        "| step | CPU ms per cell before (ab2e20c) | after |",
+        f"| step | CPU ms per cell before ({_COST_BASE}) | after |",
         "|---|---|---|",
         *[f"| `{k}` | {a:.1f} | {b:.1f} |" for k, (a, b) in _COST_MS.items()],
         f"| **total** | **{1000 * _COST_TOTAL_S[0]:.0f}** | **{1000 * _COST_TOTAL_S[1]:.0f}** |",
+        f"| JPEG decode | {_COST_DECODE_MS[0]:.1f} | {_COST_DECODE_MS[1]:.1f} |",
         "",
         _COST_NOTES,
     ]

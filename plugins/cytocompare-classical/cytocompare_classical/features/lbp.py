@@ -64,18 +64,33 @@ class LocalBinaryPatterns(FeatureFamily):
     def compute(self, ctx: CellContext) -> np.ndarray:
         configs = self.settings.configs
         codes = [uniform_lbp(np.stack([ctx.channels[c] for c in chans]), r, p) for r, p, chans in configs]
-        blocks = []
-        for m in MASKS:
-            mask = ctx.masks[m]
-            n = int(mask.sum())
-            for (_r, p, chans), code in zip(configs, codes):
+        within = _within_cell(ctx)
+        per_mask: dict[str, list[np.ndarray]] = {m: [] for m in MASKS}
+        for (_r, p, chans), code in zip(configs, codes):
+            # one bincount for all channels of this configuration: channel k's codes shifted by k (P + 2)
+            dt = np.uint8 if (p + 2) * len(chans) <= 256 else np.int64
+            keys = code.astype(dt, copy=False) + ((p + 2) * np.arange(len(chans))).astype(dt)[:, None, None]
+            cell_keys = keys[:, ctx.masks["cell"]] if within is not None else None
+            for m in MASKS:
+                mask = ctx.masks[m]
+                n = int(mask.sum())
                 if n == 0:
-                    blocks.append(np.full(len(chans) * (p + 2), FILL_VALUE))
+                    per_mask[m].append(np.full(len(chans) * (p + 2), FILL_VALUE))
                     continue
-                # one bincount for all channels of this configuration
-                keys = code[:, mask] + (p + 2) * np.arange(len(chans))[:, None]
-                blocks.append(np.bincount(keys.ravel(), minlength=len(chans) * (p + 2)) / n)
-        return np.concatenate(blocks)
+                # the nucleus and cytoplasm pixels picked out of the cell's, in the same raster
+                # order (counts are integers: any order gives the same bins)
+                k = keys[:, mask] if within is None else cell_keys if m == "cell" else cell_keys[:, within[m]]
+                per_mask[m].append(np.bincount(k.ravel(), minlength=len(chans) * (p + 2)) / n)
+        return np.concatenate([b for m in MASKS for b in per_mask[m]])
+
+
+def _within_cell(ctx: CellContext) -> dict[str, np.ndarray] | None:
+    """Where the nucleus and cytoplasm pixels lie among the cell's (boolean over the cell's
+    pixels), or ``None`` when a mask is not inside the cell (then each mask is gathered alone)."""
+    cell = ctx.masks["cell"]
+    if any((ctx.masks[m] & ~cell).any() for m in MASKS):
+        return None
+    return {m: ctx.masks[m][cell] for m in MASKS}
 
 
 #: up to this many points a pixel's bit pattern indexes a table of its riu2 codes
@@ -89,7 +104,8 @@ def _riu2_table(points: int) -> np.ndarray:
     patterns = np.arange(1 << points, dtype=np.int64)
     bits = (patterns[:, None] >> np.arange(points)) & 1
     transitions = (bits != np.roll(bits, 1, axis=1)).sum(1)
-    return np.where(transitions <= 2, bits.sum(1), points + 1).astype(np.int64)
+    # uint8 (codes are at most P + 1 <= 17 here): a 64 KiB table at P = 16 stays in cache
+    return np.where(transitions <= 2, bits.sum(1), points + 1).astype(np.uint8)
 
 
 def uniform_lbp(stack: np.ndarray, radius: int, points: int) -> np.ndarray:
@@ -102,6 +118,11 @@ def uniform_lbp(stack: np.ndarray, radius: int, points: int) -> np.ndarray:
     # integer, its code a table look-up (no per-bit counts over the whole stack)
     pattern = np.zeros((c, h, w), dtype=np.uint8 if points <= 8 else np.uint16) if table else None
     bits = None if table else np.empty((points, c, h, w), dtype=bool)
+    # tolerance: interpolation rounding must not flip "equal" neighbours in flat regions
+    # (computed once: the same float32 values as ``stack - 1e-6`` per neighbour)
+    low = stack - 1e-6
+    val = np.empty((c, h, w), dtype=np.float32)
+    term = np.empty((c, h, w), dtype=np.float32)
     for k in range(points):
         ang = 2 * np.pi * k / points
         y, x = -radius * np.sin(ang), radius * np.cos(ang)
@@ -117,12 +138,13 @@ def uniform_lbp(stack: np.ndarray, radius: int, points: int) -> np.ndarray:
         if fx == 0 and fy == 0:
             bit = sl(y0, x0) >= stack
         else:
-            val = np.multiply(sl(y0, x0), np.float32((1 - fy) * (1 - fx)))
+            # the same float32 products and sums as ``val = a w0; val += w1 b; ...``, in buffers
+            np.multiply(sl(y0, x0), np.float32((1 - fy) * (1 - fx)), out=val)
             for wgt, dy, dx in (((1 - fy) * fx, 0, 1), (fy * (1 - fx), 1, 0), (fy * fx, 1, 1)):
                 if wgt > 0:
-                    val += np.float32(wgt) * sl(y0 + dy, x0 + dx)
-            # tolerance: interpolation rounding must not flip "equal" neighbours in flat regions
-            bit = val >= stack - 1e-6
+                    np.multiply(np.float32(wgt), sl(y0 + dy, x0 + dx), out=term)
+                    val += term
+            bit = val >= low
         if table:
             pattern |= bit.astype(pattern.dtype) << k
         else:
@@ -131,4 +153,4 @@ def uniform_lbp(stack: np.ndarray, radius: int, points: int) -> np.ndarray:
         return _riu2_table(points)[pattern]
     ones = bits.sum(0)
     transitions = (bits != np.roll(bits, 1, axis=0)).sum(0)
-    return np.where(transitions <= 2, ones, points + 1).astype(np.int64)
+    return np.where(transitions <= 2, ones, points + 1).astype(np.uint8 if points < 255 else np.int64)
