@@ -11,6 +11,7 @@ from PIL import Image
 
 import imagehash  # a core dependency (pyproject.toml): its absence is a broken install, not a skip
 
+import cytocompare.hamming as hamming  # noqa: E402
 import cytocompare.near_duplicates as nd  # noqa: E402
 from cytocompare.datasets import bundled_sample_path  # noqa: E402
 from cytocompare.errors import DataError  # noqa: E402
@@ -192,8 +193,8 @@ def test_threshold_zero_is_exact_hash_grouping() -> None:
 
 def test_blocked_search_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     # small tiles, so that pairs straddle row and column blocks and the diagonal tiles
-    monkeypatch.setattr(nd, "_BLOCK_ROWS", 7)
-    monkeypatch.setattr(nd, "_BLOCK_COLS", 11)
+    monkeypatch.setattr(hamming, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(hamming, "_BLOCK_COLS", 11)
     rng = np.random.default_rng(5)
     h = _random_hashes(60, seed=5)
     for k in range(0, 60, 3):  # plant neighbours at 0..20 bits
@@ -202,7 +203,7 @@ def test_blocked_search_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> 
     for threshold in (0, 5, 16, 40):
         expected = _brute_force_pairs(h, threshold)
         for n_jobs in (1, 3):
-            i, j, d = near_duplicate_pairs(h, threshold, n_jobs=n_jobs)
+            i, j, d = near_duplicate_pairs(h, threshold, n_jobs=n_jobs, method="brute")
             assert set(zip(i.tolist(), j.tolist(), d.tolist())) == expected
             assert len(i) == len(expected)
             assert (np.lexsort((j, i)) == np.arange(len(i))).all()  # sorted
