@@ -334,10 +334,12 @@ def table(results: Path) -> str:
     lines = []
     data = [r for r in rows if r.get("bench") == "data"]
     if data:
-        lines += ["| data side | files | list s | check s (CPU s) | plan 5-fold + 70/30 s (CPU s) | total s | peak RSS GB |",
+        lines += ["| data side (load average during the run) | files | list s | check s (CPU s) | "
+                  "plan 5-fold + 70/30 s (CPU s) | total s | peak RSS GB |",
                   "|---|---|---|---|---|---|---|"]
         for r in data:
-            lines.append(f"| {r['root']}{' (+ near-duplicate hashes)' if r['near_duplicates'] else ''} | "
+            load = f", load {r['load_avg_start']} → {r['load_avg_end']}" if "load_avg_start" in r else ""
+            lines.append(f"| {r['root']}{' (+ near-duplicate hashes)' if r['near_duplicates'] else ''}{load} | "
                          f"{r['n_files']:,} | {r['list_s']} | {r['check_s']} ({r['check_cpu_s']}) | "
                          f"{r['plan_s']} ({r['plan_cpu_s']}) | {r['total_s']} | {r['peak_rss_gb']} |")
         lines.append("")
