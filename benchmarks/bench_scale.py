@@ -127,8 +127,14 @@ def make_tree(root: Path, seed: int = 0) -> int:
     return n
 
 
-def bench_data(root: Path, results: Path, image_size: int | None, n_jobs: int, near: bool) -> None:
-    """Listing + check (sha256, decode, size, perceptual hash) + 5-fold and 70/30 plans."""
+def bench_data(root: Path, results: Path, image_size: int | None, n_jobs: int, near: bool,
+               dump: Path | None = None) -> None:
+    """Listing + check (sha256, decode, size, perceptual hash) + 5-fold and 70/30 plans.
+
+    ``dump``: a folder to write what was computed (paths, labels, sha256, skipped files,
+    perceptual hashes, the plan's table and hash), so that two versions of the code can be
+    compared byte for byte (``cmp -r``)."""
+    load0 = os.getloadavg()[0]
     from cytocompare.datasets import load_dataset
     from cytocompare.near_duplicates import DEFAULT_THRESHOLD
     from cytocompare.splits import make_plan
@@ -145,7 +151,9 @@ def bench_data(root: Path, results: Path, image_size: int | None, n_jobs: int, n
                          near_duplicate_hashes=data.perceptual_hashes if near else None,
                          near_duplicate_threshold=DEFAULT_THRESHOLD if near else None, n_jobs=n_jobs)
     n = len(data.images)
-    record(results, bench="data", root=str(root), n_files=n, n_listed=len(listed.images),
+    if dump is not None:
+        _dump(dump, data, plan)
+    record(results, bench="data", load_avg_start=round(load0, 1), load_avg_end=round(os.getloadavg()[0], 1), root=str(root), n_files=n, n_listed=len(listed.images),
            layout=data.layout, classes=len(data.class_counts), skipped=len(data.skipped),
            near_duplicates=near, list_s=round(t_list.wall, 1), check_s=round(t_check.wall, 1),
            check_cpu_s=round(t_check.cpu, 1), phash_cpu_s=round(data.perceptual_hash_seconds, 1),
@@ -153,6 +161,23 @@ def bench_data(root: Path, results: Path, image_size: int | None, n_jobs: int, n
            total_s=round(t_list.wall + t_check.wall + t_plan.wall, 1),
            check_ms_per_file=round(1000 * t_check.wall / n, 3),
            folds=len(plan.folds("cv5")) + len(plan.folds("holdout70")), peak_rss_gb=round(peak_rss_gb(), 2))
+
+
+def _dump(folder: Path, data, plan) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    images = data.images
+    (folder / "images.tsv").write_text("".join(f"{p}\t{y}\t{h}\n" for p, y, h in
+                                               zip(images.paths, images.labels, images.sha256)))
+    (folder / "skipped.tsv").write_text("".join(f"{s.path}\t{s.cause}\n" for s in data.skipped))
+    (folder / "warnings.txt").write_text("\n".join(data.warnings) + "\n")
+    if data.perceptual_hashes is not None:
+        (folder / "perceptual_hashes.u64").write_bytes(data.perceptual_hashes.tobytes())
+    header, rows = plan.csv_table(images.paths, images.labels)
+    (folder / "plan.tsv").write_text("\t".join(header) + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    (folder / "plan.json").write_text(plan.to_json_text())
+    (folder / "plan_hash.txt").write_text(plan.hash + "\n")
+    _, near_rows = plan.near_duplicate_table()
+    (folder / "near_duplicates.tsv").write_text("".join("\t".join(map(str, r)) + "\n" for r in near_rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,10 +334,12 @@ def table(results: Path) -> str:
     lines = []
     data = [r for r in rows if r.get("bench") == "data"]
     if data:
-        lines += ["| data side | files | list s | check s (CPU s) | plan 5-fold + 70/30 s (CPU s) | total s | peak RSS GB |",
+        lines += ["| data side (load average during the run) | files | list s | check s (CPU s) | "
+                  "plan 5-fold + 70/30 s (CPU s) | total s | peak RSS GB |",
                   "|---|---|---|---|---|---|---|"]
         for r in data:
-            lines.append(f"| {r['root']}{' (+ near-duplicate hashes)' if r['near_duplicates'] else ''} | "
+            load = f", load {r['load_avg_start']} → {r['load_avg_end']}" if "load_avg_start" in r else ""
+            lines.append(f"| {r['root']}{' (+ near-duplicate hashes)' if r['near_duplicates'] else ''}{load} | "
                          f"{r['n_files']:,} | {r['list_s']} | {r['check_s']} ({r['check_cpu_s']}) | "
                          f"{r['plan_s']} ({r['plan_cpu_s']}) | {r['total_s']} | {r['peak_rss_gb']} |")
         lines.append("")
@@ -349,6 +376,8 @@ def main() -> None:
                     help="data.image_size checked by `data` (0: no size check)")
     ap.add_argument("--no-near-duplicates", action="store_true", help="`data`: skip the perceptual hashes")
     ap.add_argument("--n-jobs", type=int, default=-1)
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="`data`: write the computed paths, hashes, skipped files and plan to this folder")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/matek-bm"), help="`stream`: real images")
     ap.add_argument("--images", type=int, default=1024, help="`stream`: images decoded per setting")
     ap.add_argument("--batch", type=int, default=128)
@@ -359,7 +388,8 @@ def main() -> None:
             n = make_tree(args.root)
         print(f"{n:,} files under {args.root} in {t.wall:.0f} s")
     elif args.what == "data":
-        bench_data(args.root, args.results, args.image_size or None, args.n_jobs, not args.no_near_duplicates)
+        bench_data(args.root, args.results, args.image_size or None, args.n_jobs, not args.no_near_duplicates,
+                   args.dump)
     elif args.what == "matrix":
         with Timer() as t:
             make_matrix(args.matrix)

@@ -3,7 +3,7 @@
 ``cytocompare data check PATH`` calls :func:`check_data` and prints :func:`DataCheckReport`'s
 table. The listing and the check of every file are :func:`cytocompare.datasets.load_dataset`'s
 (with ``on_bad_file="skip"``, so that every bad file is named rather than the first few); the
-check of one image is :func:`cytocompare.images.decode_image`; the expected count of each class is
+check of one image is :func:`cytocompare.images.check_image`; the expected count of each class is
 the scheme's ``n_paper`` (``cytocompare/schemes/matek2021.yaml``: 171,374 in all).
 
 The folder *matches* when every class of the scheme is there with its published count, there is

@@ -39,7 +39,7 @@ from typing import Literal
 import numpy as np
 
 from cytocompare.errors import DataError
-from cytocompare.images import BadImageError, ImageSet, decode_image
+from cytocompare.images import BadImageError, ImageSet, check_image
 
 __all__ = [
     "IGNORED",
@@ -131,11 +131,12 @@ class LoadedDataset:
     check_seconds: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
-    """A listed file before validation."""
+    """A listed file before validation (its path as a string: 171,374 Path objects cost more
+    than the listing itself)."""
 
-    path: Path
+    path: str
     label: str
     expected_sha256: str | None = None
 
@@ -273,30 +274,29 @@ def load_dataset(
     if not entries:
         raise DataError(f"{root}: no usable images found (layout {layout_used!r}){_why_empty(skipped)}")
 
-    entries.sort(key=lambda e: (e.path.as_posix()))
-    results = _verify_entries(entries, verify, image_size, on_bad_file, skipped, progress, n_jobs,
-                              perceptual_hashes, pending)
-    hashes = [r.sha for r in results]
+    # the order of Path.as_posix(), on every platform
+    entries.sort(key=(lambda e: e.path) if os.sep == "/" else (lambda e: e.path.replace(os.sep, "/")))
+    checks = _verify_entries(entries, verify, image_size, on_bad_file, skipped, progress, n_jobs,
+                             perceptual_hashes, pending)
+    hashes = checks.sha
     keep = [i for i, h in enumerate(hashes) if h is not None or not verify]
     if not keep:
         first = next(s for s in skipped if not s.cause.startswith(IGNORED))
         raise DataError(f"{root}: every image file is bad; see the skipped list (first: {first.path}: {first.cause})")
     kept = [entries[i] for i in keep]
     sha = _final_hashes(kept, [hashes[i] for i in keep], verify)
-    images = ImageSet([str(e.path) for e in kept], [e.label for e in kept], sha, resize=resize, crop=crop, scale=scale)
+    images = ImageSet([e.path for e in kept], [e.label for e in kept], sha, resize=resize, crop=crop, scale=scale)
 
     counts = _class_counts(images.labels, empty_labels)
     _warn_empty_classes(counts, warnings)
     if sha is not None:
         _warn_duplicates(sha, warnings)
     phashes = None
-    if perceptual_hashes:
-        from cytocompare.near_duplicates import HASH_WORDS
-
-        phashes = np.stack([results[i].phash for i in keep]) if keep else np.zeros((0, HASH_WORDS), np.uint64)
+    if perceptual_hashes and checks.phash is not None:
+        phashes = checks.phash[np.asarray(keep, dtype=np.int64)]
     return LoadedDataset(
         images, skipped, layout_used, root, counts, warnings, perceptual_hashes=phashes,
-        perceptual_hash_seconds=float(sum(r.phash_seconds for r in results)),
+        perceptual_hash_seconds=checks.phash_seconds,
         check_seconds=time.perf_counter() - started,
     )
 
@@ -407,39 +407,66 @@ def _list_class_folders(
     return entries, empty, layout
 
 
-def _walk_class_folder(folder: Path, ignored: list[SkippedFile]) -> tuple[list[Path], int, bool]:
+def _walk_class_folder(folder: Path, ignored: list[SkippedFile]) -> tuple[list[str], int, bool]:
     """(image files at any depth, count of files not read, whether there are sub-folders).
 
-    Every file not read is appended to ``ignored`` with its cause."""
-    files: list[Path] = []
+    Every file not read is appended to ``ignored`` with its cause. The order is that of a
+    top-down ``os.walk`` with sorted names (each folder's ignored sub-folders, then its files,
+    then its sub-folders in turn); the entries' types come from ``os.scandir`` without a
+    ``stat`` per file (only links are followed, to find broken ones)."""
+    files: list[str] = []
     n_before = len(ignored)
     has_sub = False
-    # os.walk is much faster than Path.rglob on 170k files
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
+    pending = [str(folder)]
+    while pending:
+        here = pending.pop()
+        dirnames, filenames = _scan(here)
         keep = []
         for n in sorted(dirnames):
-            sub = here / n
+            sub = os.path.join(here, n)
             if n.startswith("."):
-                ignored.append(SkippedFile(str(sub), _IGNORED_HIDDEN_FOLDER.format(n=_count_files(sub))))
-            elif sub.is_symlink():  # os.walk does not descend into it; say so
-                ignored.append(SkippedFile(str(sub), _IGNORED_FOLDER_LINK))
+                ignored.append(SkippedFile(sub, _IGNORED_HIDDEN_FOLDER.format(n=_count_files(Path(sub)))))
+            elif dirnames[n]:  # a link to a folder: not followed; say so
+                ignored.append(SkippedFile(sub, _IGNORED_FOLDER_LINK))
             else:
-                keep.append(n)
-        dirnames[:] = keep
+                keep.append(sub)
         if keep:
             has_sub = True
         for name in sorted(filenames):
-            p = here / name
+            p = os.path.join(here, name)
             if name.startswith("."):
-                ignored.append(SkippedFile(str(p), _IGNORED_HIDDEN_FILE))
-            elif _is_broken_link(p):
-                ignored.append(SkippedFile(str(p), _IGNORED_BROKEN_LINK))
-            elif _is_image(p):
+                ignored.append(SkippedFile(p, _IGNORED_HIDDEN_FILE))
+            elif filenames[name] and not os.path.exists(p):
+                ignored.append(SkippedFile(p, _IGNORED_BROKEN_LINK))
+            elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 files.append(p)
             else:
-                ignored.append(SkippedFile(str(p), _ignored_not_image(p)))
+                ignored.append(SkippedFile(p, _ignored_not_image(Path(p))))
+        pending.extend(reversed(keep))  # depth first, sub-folders in sorted order
     return files, len(ignored) - n_before, has_sub
+
+
+def _scan(folder: str) -> tuple[dict[str, bool], dict[str, bool]]:
+    """``({sub-folder: is a link}, {file: is a link})`` of one folder, split as ``os.walk``
+    splits them (a link to a folder counts as a folder, a broken link as a file); an
+    unreadable folder is empty, as ``os.walk`` skips it."""
+    dirs: dict[str, bool] = {}
+    files: dict[str, bool] = {}
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                try:
+                    link = entry.is_symlink()
+                except OSError:
+                    link = False
+                (dirs if is_dir else files)[entry.name] = link
+    except OSError:
+        pass
+    return dirs, files
 
 
 def _outside_cause(written: str) -> str | None:
@@ -488,13 +515,13 @@ def _list_manifest(manifest: Path, root: Path, allow_outside: bool = False,
                 if refused is not None:
                     refused.append(SkippedFile(str(root / row["path"]), f"line {lineno}: {outside}"))
                 continue
-            entries.append(_Entry(root / row["path"], row["label"], sha.lower() if sha else None))
+            entries.append(_Entry(str(root / row["path"]), row["label"], sha.lower() if sha else None))
     return entries
 
 
-def _prefix_label(path: Path) -> str:
+def _prefix_label(path: str) -> str:
     """File-name part before the first ``_`` (the whole stem when there is none)."""
-    return path.stem.split("_", 1)[0]
+    return Path(path).stem.split("_", 1)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,7 +547,7 @@ def _apply_label_map(
             kept.append(_Entry(e.path, str(label_map[e.label]), e.expected_sha256))
         else:
             unmapped[e.label] += 1
-            skipped.append(SkippedFile(str(e.path), f"label {e.label!r} not in label_map"))
+            skipped.append(SkippedFile(e.path, f"label {e.label!r} not in label_map"))
     for label, n in sorted(unmapped.items()):
         warnings.append(f"{n} image(s) with {label_from} label {label!r} excluded: not in label_map")
     # an empty folder only has a folder label; it still names a class when the map knows it
@@ -544,7 +571,7 @@ def _apply_class_filter(
     for e in entries:
         if e.label not in wanted:
             excluded[e.label] += 1
-            skipped.append(SkippedFile(str(e.path), f"class {e.label!r} not in the selected classes"))
+            skipped.append(SkippedFile(e.path, f"class {e.label!r} not in the selected classes"))
     for label, n in sorted(excluded.items()):
         warnings.append(f"class {label!r} excluded ({n} image(s)): not in the selected classes")
     present = {e.label for e in kept}
@@ -589,51 +616,73 @@ def _warn_duplicates(sha: Sequence[str], warnings: list[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """The outcome of checking one file."""
+@dataclass
+class _Checks:
+    """The outcome of checking every entry, as parallel lists (one object per file is a cost
+    at 171,374 files)."""
 
-    sha: str | None  # None: bad (or not verified)
-    cause: str | None = None  # None: good
-    phash: np.ndarray | None = None
-    phash_seconds: float = 0.0
+    sha: list[str | None]  # None: bad (or not verified)
+    cause: list[str | None]  # None: good
+    phash: np.ndarray | None = None  # (n, HASH_WORDS) uint64; rows of bad files are 0
+    phash_seconds: float = 0.0  # CPU seconds of the perceptual hashes, over all threads
 
 
 def _check_file(
-    path: Path, expected_sha: str | None, image_size: tuple[int, int] | None, phash: bool = False
-) -> _Checked:
-    """The sha256 of a good file (and its perceptual hash when asked), or the cause of a bad one.
+    path: str, expected_sha: str | None, image_size: tuple[int, int] | None, phash: bool = False
+) -> tuple[str | None, str | None, object]:
+    """``(sha256, None, (grey image, seconds) or None)`` of a good file, ``(None, cause, None)``
+    of a bad one.
 
-    Reads the bytes once and both hashes and decodes them (:func:`cytocompare.images.decode_image`,
-    the check every later read makes too), so each file is read from disk once.
+    Reads the bytes once and both hashes and decodes them (:func:`cytocompare.images.check_image`,
+    the check every later read makes too), so each file is read from disk once. With ``phash``
+    the decoded image is converted to grey (as ``imagehash`` does first) and handed back for
+    the perceptual hash (:func:`_check_chunk`), without an RGB array in between.
     """
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
-        return _Checked(None, "broken symbolic link (its target does not exist)" if path.is_symlink()
-                        else "file not found")
+        return None, ("broken symbolic link (its target does not exist)" if os.path.islink(path)
+                      else "file not found"), None
     except OSError as exc:
-        return _Checked(None, f"cannot read the file ({exc})")
+        return None, f"cannot read the file ({exc})", None
     if not data:
-        return _Checked(None, "empty file (0 bytes)")
+        return None, "empty file (0 bytes)", None
     sha = hashlib.sha256(data).hexdigest()
     if expected_sha is not None and sha != expected_sha:
-        return _Checked(None, f"sha256 {sha[:12]}... does not match the manifest's {expected_sha[:12]}...")
+        return None, f"sha256 {sha[:12]}... does not match the manifest's {expected_sha[:12]}...", None
     try:
-        array = decode_image(data, name=path, expected_size=image_size)
+        grey = check_image(data, name=path, expected_size=image_size, then=_to_grey if phash else None)
     except BadImageError as exc:
-        return _Checked(None, exc.cause)
-    if not phash:
-        return _Checked(sha)
-    from cytocompare.near_duplicates import perceptual_hash
+        return None, exc.cause, None
+    return sha, None, grey
 
+
+def _to_grey(im: object) -> tuple[object, float]:
+    """The grey image the perceptual hash starts from, and the CPU seconds it took (counted
+    with the hash)."""
     t0 = time.thread_time()
-    h = perceptual_hash(array)
-    return _Checked(sha, None, h, time.thread_time() - t0)
+    grey = im.convert("L")  # type: ignore[attr-defined]
+    return grey, time.thread_time() - t0
 
 
-def _check_chunk(entries: Sequence[_Entry], image_size: tuple[int, int] | None, phash: bool) -> list[_Checked]:
-    return [_check_file(e.path, e.expected_sha256, image_size, phash) for e in entries]
+def _check_chunk(entries: Sequence[_Entry], image_size: tuple[int, int] | None, phash: bool) -> _Checks:
+    """Check a chunk of files; with ``phash`` hash the good ones together (one DCT for the chunk,
+    :func:`cytocompare.near_duplicates.hashes_from_downscales`)."""
+    checked = [_check_file(e.path, e.expected_sha256, image_size, phash) for e in entries]
+    checks = _Checks([c[0] for c in checked], [c[1] for c in checked])
+    if not phash:
+        return checks
+    from cytocompare.near_duplicates import HASH_WORDS, grey_downscales, hashes_from_downscales
+
+    t1 = time.thread_time()
+    good = [k for k, c in enumerate(checked) if c[0] is not None]
+    checks.phash = np.zeros((len(entries), HASH_WORDS), np.uint64)
+    if good:
+        small, tiny = zip(*(grey_downscales(checked[k][2][0]) for k in good))
+        checks.phash[good] = hashes_from_downscales(np.stack(small), np.stack(tiny))
+    checks.phash_seconds = time.thread_time() - t1 + sum(checked[k][2][1] for k in good)
+    return checks
 
 
 def _raise_bad(bad: Sequence[SkippedFile], n_files: int, skipped: list[SkippedFile]) -> None:
@@ -658,17 +707,17 @@ def _verify_entries(
     n_jobs: int,
     phash: bool = False,
     pending: Sequence[SkippedFile] = (),
-) -> list[_Checked]:
+) -> _Checks:
     """The check of every entry (``sha`` None for a bad file); bad files are raised or added to
     ``skipped``. ``pending``: files found bad before the check (stop mode), raised with the others."""
     if not verify:
-        return [_Checked(None) for _ in entries]
-    results = _run_checks(entries, image_size, progress, n_jobs, phash)
-    bad = [*pending, *(SkippedFile(str(e.path), r.cause) for e, r in zip(entries, results) if r.cause is not None)]
+        return _Checks([None] * len(entries), [None] * len(entries))
+    checks = _run_checks(entries, image_size, progress, n_jobs, phash)
+    bad = [*pending, *(SkippedFile(e.path, c) for e, c in zip(entries, checks.cause) if c is not None)]
     if bad and on_bad_file == "stop":
         _raise_bad(bad, len(entries) + len(pending), skipped)
     skipped.extend(bad)
-    return results
+    return checks
 
 
 def _run_checks(
@@ -677,22 +726,30 @@ def _run_checks(
     progress: ProgressCallback | None,
     n_jobs: int,
     phash: bool = False,
-) -> list[_Checked]:
+) -> _Checks:
     """Check every entry in parallel threads, reporting progress as chunks finish."""
     from joblib import Parallel, delayed
 
     total = len(entries)
     chunks = [entries[i:i + _VERIFY_CHUNK] for i in range(0, total, _VERIFY_CHUNK)]
-    results: list[_Checked] = []
+    out = _Checks([], [], [] if phash else None)  # type: ignore[arg-type]
     if progress is not None:
         progress(0, total)
     # threads, not processes: decoding and hashing release the GIL, and nothing is pickled
     parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-    for chunk_result in parallel(delayed(_check_chunk)(c, image_size, phash) for c in chunks):
-        results.extend(chunk_result)
+    for part in parallel(delayed(_check_chunk)(c, image_size, phash) for c in chunks):
+        out.sha.extend(part.sha)
+        out.cause.extend(part.cause)
+        if phash:
+            out.phash.append(part.phash)  # type: ignore[union-attr]
+            out.phash_seconds += part.phash_seconds
         if progress is not None:
-            progress(len(results), total)
-    return results
+            progress(len(out.sha), total)
+    if phash:
+        from cytocompare.near_duplicates import HASH_WORDS
+
+        out.phash = np.concatenate(out.phash) if out.phash else np.zeros((0, HASH_WORDS), np.uint64)  # type: ignore[arg-type]
+    return out
 
 
 def _final_hashes(kept: list[_Entry], hashes: list[str | None], verify: bool) -> list[str] | None:

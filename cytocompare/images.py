@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -39,10 +39,11 @@ def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
                  crop: tuple[int, int] | None = None, scale: float | None = None) -> np.ndarray:
     """Decode an image file (a path, or its bytes) to an (H, W, 3) uint8 RGB array.
 
-    The one check of an image file: the data checks (:mod:`cytocompare.datasets`) and every
-    later read (:func:`read_image`) give the same causes. Raises :class:`BadImageError`
-    naming the file (``name``, default the path) and the cause: unreadable, truncated, not RGB,
-    not of ``expected_size`` (height, width), or smaller than ``crop``.
+    The one check of an image file (:func:`check_image`): the data checks
+    (:mod:`cytocompare.datasets`) and every later read (:func:`read_image`) give the same
+    causes. Raises :class:`BadImageError` naming the file (``name``, default the path) and the
+    cause: unreadable, truncated, not RGB, not of ``expected_size`` (height, width), or smaller
+    than ``crop``.
 
     ``scale`` first rescales the whole image by that factor (bilinear), so that another lab's
     cells get the training set's size in pixels; ``crop`` (height, width) then takes the centre;
@@ -50,10 +51,47 @@ def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
     two labs' pixel sizes and crop to the training size rather than resize, which would change
     the apparent size of every cell.
     """
+    if name is None:
+        name = _default_name(source)
+
+    def to_array(im: Any) -> np.ndarray:
+        from PIL import Image
+
+        w, h = im.size
+        if scale is not None and scale != 1.0:
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
+        if crop is not None and im.size != (crop[1], crop[0]):
+            if w < crop[1] or h < crop[0]:
+                raise BadImageError(name, f"size {w}x{h} is smaller than the centre crop {crop[1]}x{crop[0]}")
+            left, top = (w - crop[1]) // 2, (h - crop[0]) // 2
+            im = im.crop((left, top, left + crop[1], top + crop[0]))
+        if resize is not None and im.size != (resize[1], resize[0]):
+            im = im.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).copy()
+
+    return check_image(source, name=name, expected_size=expected_size, then=to_array)
+
+
+def _default_name(source: str | Path | bytes) -> str | Path:
+    return "<bytes>" if isinstance(source, bytes) else source
+
+
+def check_image(source: str | Path | bytes, *, name: str | Path | None = None,
+                expected_size: tuple[int, int] | None = None, then: Callable[[Any], Any] | None = None) -> Any:
+    """Decode an image file fully and check it; return ``then(image)`` of the decoded RGB PIL
+    image (None without ``then``).
+
+    The check itself (:func:`decode_image` is this with ``then`` making the array): the whole
+    file is decoded, so a truncated file fails here and not later; the image must be RGB and,
+    with ``expected_size`` (height, width), of that size. ``then`` runs while the image is open
+    and its errors get the same causes, so the data check can hash the decoded pixels without
+    copying them to an array first (:func:`cytocompare.datasets.load_dataset`).
+    """
     from PIL import Image, UnidentifiedImageError
 
     if name is None:
-        name = "<bytes>" if isinstance(source, bytes) else source
+        name = _default_name(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as im:
             im.load()  # forces a full decode, so a truncated file fails here and not later
@@ -62,17 +100,7 @@ def decode_image(source: str | Path | bytes, *, name: str | Path | None = None,
             w, h = im.size
             if expected_size is not None and (h, w) != tuple(expected_size):
                 raise BadImageError(name, f"size {w}x{h}, expected {expected_size[1]}x{expected_size[0]}")
-            if scale is not None and scale != 1.0:
-                w, h = max(1, round(w * scale)), max(1, round(h * scale))
-                im = im.resize((w, h), Image.Resampling.BILINEAR)
-            if crop is not None and im.size != (crop[1], crop[0]):
-                if w < crop[1] or h < crop[0]:
-                    raise BadImageError(name, f"size {w}x{h} is smaller than the centre crop {crop[1]}x{crop[0]}")
-                left, top = (w - crop[1]) // 2, (h - crop[0]) // 2
-                im = im.crop((left, top, left + crop[1], top + crop[0]))
-            if resize is not None and im.size != (resize[1], resize[0]):
-                im = im.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).copy()
+            return None if then is None else then(im)
     except DataError:
         raise
     except FileNotFoundError:

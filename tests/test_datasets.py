@@ -346,6 +346,34 @@ def test_ignored_files_are_named_in_skipped(tmp_path: Path) -> None:
         assert any("stray.jpg" in w for w in ds.warnings)
 
 
+def test_listing_order_of_images_and_ignored_files(tmp_path: Path) -> None:
+    # the listing walks each class folder top-down with sorted names: a folder's ignored
+    # sub-folders, then its files, then its sub-folders in turn; images come out sorted by path
+    import os
+
+    root = tmp_path / "d"
+    for rel, seed in [("BLA/b.jpg", 1), ("BLA/a.jpg", 2), ("BLA/0001-1000/c.jpg", 3), ("BLA/1001-2000/d.JPG", 4),
+                      ("BLA/0001-1000/.x/hidden.jpg", 5), ("BLA/.hid.jpg", 6), ("EOS/e.jpg", 7)]:
+        _jpeg(root / rel, seed)
+    (root / "BLA" / "notes.txt").write_text("x")
+    (root / "BLA" / "a.").write_text("x")
+    os.symlink(root / "EOS", root / "BLA" / "z_link")
+    os.symlink("missing.jpg", root / "EOS" / "broken.jpg")
+    os.symlink(root / "BLA" / "a.jpg", root / "EOS" / "f.jpg")  # a link to a file is read
+    ds = load_dataset(root, on_bad_file="skip")
+    assert [str(Path(p).relative_to(root)) for p in ds.images.paths] == [
+        "BLA/0001-1000/c.jpg", "BLA/1001-2000/d.JPG", "BLA/a.jpg", "BLA/b.jpg", "EOS/e.jpg", "EOS/f.jpg"]
+    assert [(str(Path(s.path).relative_to(root)), s.cause.split(" (")[0]) for s in ds.skipped] == [
+        ("BLA/z_link", "ignored: symbolic link to a folder below a class folder"),
+        ("BLA/.hid.jpg", "ignored: hidden file"),
+        ("BLA/a.", "ignored: not an image file name"),
+        ("BLA/notes.txt", "ignored: not an image file name"),
+        ("BLA/0001-1000/.x", "ignored: hidden folder"),
+        ("EOS/broken.jpg", "ignored: broken symbolic link"),
+    ]
+    assert ds.layout == "paper" and ds.class_counts == {"BLA": 4, "EOS": 2}
+
+
 def test_broken_link_in_a_manifest_is_named_as_such(tmp_path: Path) -> None:
     import os
 

@@ -11,8 +11,9 @@ from PIL import Image
 
 import imagehash  # a core dependency (pyproject.toml): its absence is a broken install, not a skip
 
+import cytocompare.hamming as hamming  # noqa: E402
 import cytocompare.near_duplicates as nd  # noqa: E402
-from cytocompare.datasets import bundled_sample_path  # noqa: E402
+from cytocompare.datasets import bundled_sample_path, load_dataset  # noqa: E402
 from cytocompare.errors import DataError  # noqa: E402
 from cytocompare.images import ImageSet  # noqa: E402
 from cytocompare.near_duplicates import (  # noqa: E402
@@ -88,6 +89,48 @@ def test_hash_is_phash_then_dhash_in_imagehash_bit_order() -> None:
     arr = np.asarray(Image.open(path).convert("RGB"))
     assert (perceptual_hash(arr) == h).all()
     assert (perceptual_hash(Image.fromarray(arr)) == h).all()
+
+
+def _imagehash_words(im: Image.Image) -> tuple[int, int]:
+    return int(str(imagehash.phash(im, 8)), 16), int(str(imagehash.dhash(im, 8)), 16)
+
+
+def test_stacked_hashes_are_imagehash_on_each_image(tmp_path: Path) -> None:
+    # the hashes are computed for a whole stack at once (one DCT per 16 images, numpy's median
+    # per row); every image must still get exactly imagehash's phash and dhash of its own
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+              for h, w in [(16, 16), (8, 9), (250, 250), (363, 360), (31, 17), (1, 1)] for _ in range(6)]
+    arrays += [np.full((20, 20, 3), v, np.uint8) for v in (0, 128, 255)]  # flat: the median ties
+    smooth = np.linspace(0, 255, 64 * 64).reshape(64, 64)
+    arrays += [np.stack([smooth, smooth.T, 255 - smooth], -1).astype(np.uint8)]
+    files = _sample_files()
+    got = perceptual_hashes([*arrays, *files])
+    assert len(got) > 3 * nd._DCT_BATCH  # several stacks, and a last one that is not full
+    expected = [_imagehash_words(Image.fromarray(a)) for a in arrays]
+    for f in files:
+        with Image.open(f) as im:
+            expected.append(_imagehash_words(im.convert("RGB")))
+    assert [(int(a), int(b)) for a, b in got] == expected
+    # the data check hashes files in chunks too, and gets the same
+    for k, f in enumerate(files[:40]):
+        (tmp_path / "X").mkdir(exist_ok=True)
+        (tmp_path / "X" / f"{k:03d}.jpg").write_bytes(f.read_bytes())
+    ds = load_dataset(tmp_path, perceptual_hashes=True)
+    assert [(int(a), int(b)) for a, b in ds.perceptual_hashes] == expected[len(arrays):len(arrays) + 40]
+
+
+def test_the_stacked_dct_is_bit_for_bit_the_dct_of_each_image() -> None:
+    # what the stacked hashes rest on (a flipped last bit of a coefficient next to the median
+    # would flip a hash bit only rarely, so the hashes alone would not show it)
+    import scipy.fftpack
+
+    small = np.stack([nd.grey_downscales(nd._grey(f))[0] for f in _sample_files()[:2 * nd._DCT_BATCH]])
+    for s in range(0, len(small), nd._DCT_BATCH):
+        stacked = scipy.fftpack.dct(scipy.fftpack.dct(small[s:s + nd._DCT_BATCH], axis=1), axis=2)
+        for k, coefficients in enumerate(stacked):
+            alone = scipy.fftpack.dct(scipy.fftpack.dct(small[s + k], axis=0), axis=1)  # imagehash.phash's call
+            assert coefficients.tobytes() == alone.tobytes()
 
 
 def test_hashes_of_an_imageset_and_in_parallel_are_the_same() -> None:
@@ -192,8 +235,8 @@ def test_threshold_zero_is_exact_hash_grouping() -> None:
 
 def test_blocked_search_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     # small tiles, so that pairs straddle row and column blocks and the diagonal tiles
-    monkeypatch.setattr(nd, "_BLOCK_ROWS", 7)
-    monkeypatch.setattr(nd, "_BLOCK_COLS", 11)
+    monkeypatch.setattr(hamming, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(hamming, "_BLOCK_COLS", 11)
     rng = np.random.default_rng(5)
     h = _random_hashes(60, seed=5)
     for k in range(0, 60, 3):  # plant neighbours at 0..20 bits
@@ -202,7 +245,7 @@ def test_blocked_search_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> 
     for threshold in (0, 5, 16, 40):
         expected = _brute_force_pairs(h, threshold)
         for n_jobs in (1, 3):
-            i, j, d = near_duplicate_pairs(h, threshold, n_jobs=n_jobs)
+            i, j, d = near_duplicate_pairs(h, threshold, n_jobs=n_jobs, method="brute")
             assert set(zip(i.tolist(), j.tolist(), d.tolist())) == expected
             assert len(i) == len(expected)
             assert (np.lexsort((j, i)) == np.arange(len(i))).all()  # sorted
