@@ -52,7 +52,9 @@ class HandcraftedFeatures(TransformerMixin, BaseComponent):
         feature family starts from.
     feature_settings : per-family overrides of the profile's settings, e.g.
         ``{"haralick": {"distances": [1, 2]}, "tas": {"channels": []}}`` (docs/features.md lists
-        each family's settings); an unknown family or setting, or a bad value, raises
+        each family's settings; a ``channels`` setting may add the opt-in stain channels
+        ``methylblue_od``/``eosin_od``, see ``features.stain.stain_feature_settings``); an
+        unknown family or setting, or a bad value, raises
         ``ValueError`` naming it. Changes the feature names, hence the feature cache's key.
     segmentation : overrides of the segmentation's thresholds and sizes
         (:class:`~cytocompare_classical.segmentation.SegmentationParams`, e.g.

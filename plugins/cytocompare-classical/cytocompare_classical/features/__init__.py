@@ -19,16 +19,18 @@ from typing import Any
 import numpy as np
 
 from cytocompare_classical.features.base import (
-    ALL_CHANNELS, FILL_VALUE, MASKS, PROFILE_NAMES, CellContext, FeatureFamily, Setting, Settings,
+    ALL_CHANNELS, FILL_VALUE, KNOWN_CHANNELS, MASKS, OPT_IN_CHANNELS, PROFILE_NAMES, CellContext, FeatureFamily,
+    Setting, Settings,
 )
 from cytocompare_classical.features.channels import CHANNELS, compute_channels
+from cytocompare_classical.features.stain import STAIN_CHANNELS, background_rgb, stain_channels
 from cytocompare_classical.features.registry import family_classes, register_family
 from cytocompare_classical.segmentation import Segmentation, SegmentationParams, segment_cell
 
 __all__ = [
-    "ALL_CHANNELS", "CHANNELS", "FILL_VALUE", "MASKS", "PROFILE_NAMES", "FeatureFamily", "FeatureSet", "Setting",
-    "Settings", "compute_features", "family_classes", "feature_names", "feature_set", "register_family",
-    "write_feature_docs",
+    "ALL_CHANNELS", "CHANNELS", "FILL_VALUE", "KNOWN_CHANNELS", "MASKS", "OPT_IN_CHANNELS", "PROFILE_NAMES",
+    "STAIN_CHANNELS", "FeatureFamily", "FeatureSet", "Setting", "Settings", "compute_features", "family_classes",
+    "feature_names", "feature_set", "register_family", "write_feature_docs",
 ]
 
 #: margin (pixels) kept around the cell's bounding box: texture filters need context at the edge
@@ -46,9 +48,10 @@ class FeatureSet:
         return [n for fam in self.families for n in fam.names()]
 
     def channels_needed(self) -> tuple[str, ...]:
-        """The union of the families' channels, in ``CHANNELS`` order (each computed once)."""
+        """The union of the families' channels, in ``CHANNELS`` then ``STAIN_CHANNELS`` order
+        (each computed once)."""
         used = {c for fam in self.families for c in fam.channels_needed()}
-        return tuple(c for c in ALL_CHANNELS if c in used)
+        return tuple(c for c in KNOWN_CHANNELS if c in used)
 
     def family(self, name: str) -> FeatureFamily:
         for fam in self.families:
@@ -116,7 +119,12 @@ def build_context(rgb: np.ndarray, seg: Segmentation, fs: FeatureSet) -> CellCon
         y0, y1, x0, x1 = 0, h, 0, w
     crop = rgb[y0:y1, x0:x1]
     masks = {"cell": seg.cell[y0:y1, x0:x1], "nucleus": seg.nucleus[y0:y1, x0:x1], "cytoplasm": seg.cytoplasm[y0:y1, x0:x1]}
-    return CellContext(compute_channels(crop, fs.channels_needed()), masks, (h, w), (int(y0), int(x0)), seg.ok)
+    wanted = fs.channels_needed()
+    channels = compute_channels(crop, [c for c in wanted if c in CHANNELS])
+    stains = [c for c in wanted if c in STAIN_CHANNELS]
+    if stains:  # opt-in; the background colour comes from the whole image, not the crop
+        channels.update(stain_channels(crop, stains, background_rgb(rgb, seg.cell)))
+    return CellContext(channels, masks, (h, w), (int(y0), int(x0)), seg.ok)
 
 
 def compute_features(

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cytocompare_classical.features.channels import CHANNELS
+from cytocompare_classical.features.stain import STAIN_CHANNELS
 
 #: masks, in column order
 MASKS: tuple[str, ...] = ("cell", "nucleus", "cytoplasm")
@@ -32,6 +33,11 @@ PROFILE_NAMES: tuple[str, ...] = ("full", "quick")
 
 #: every colour channel, in the order of ``channels.CHANNELS`` (the order channels are computed in)
 ALL_CHANNELS: tuple[str, ...] = tuple(CHANNELS)
+
+#: channels no profile uses (a family's ``channels`` setting may list them): the Giemsa stain
+#: optical densities of ``stain.py``; every channel a setting may name is one of these two tuples
+OPT_IN_CHANNELS: tuple[str, ...] = tuple(STAIN_CHANNELS)
+KNOWN_CHANNELS: tuple[str, ...] = ALL_CHANNELS + OPT_IN_CHANNELS
 
 
 # ------------------------------------------------------------------------------ settings
@@ -106,9 +112,13 @@ class Settings:
 def check_channels(value: Any) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(c, str) for c in value):
         return f"must be a list of channel names, got {value!r}"
-    unknown = [c for c in value if c not in CHANNELS]
+    unknown = [c for c in value if c not in KNOWN_CHANNELS]
     if unknown:
-        return f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}"
+        # MGG has no haematoxylin: say which channel plays its part
+        haem = [c for c in unknown if "hematox" in c.lower() or "haematox" in c.lower()]
+        hint = f" ({haem[0]!r}: the basic, nucleus-staining Giemsa component is 'methylblue_od')" if haem else ""
+        return (f"unknown channel(s) {unknown}; channels are {list(ALL_CHANNELS)} and the opt-in stain "
+                f"channels {list(OPT_IN_CHANNELS)}{hint}")
     if len(set(value)) != len(value):
         return f"lists a channel twice: {list(value)}"
     return None

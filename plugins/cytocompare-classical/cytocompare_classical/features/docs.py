@@ -110,7 +110,8 @@ reference. Re-measure with `python plugins/cytocompare-classical/benchmarks/benc
 
 
 def render() -> str:
-    from cytocompare_classical.features import CHANNELS, FILL_VALUE, MASKS, PROFILE_NAMES, feature_set
+    from cytocompare_classical.features import CHANNELS, FILL_VALUE, MASKS, PROFILE_NAMES, STAIN_CHANNELS, feature_set
+    from cytocompare_classical.features.stain import DOCS as STAIN_DOCS
     from cytocompare_classical.segmentation import SegmentationParams
 
     sets = {p: feature_set(p) for p in PROFILE_NAMES}
@@ -163,7 +164,9 @@ def render() -> str:
         "| channel | definition |",
         "|---|---|",
         *[f"| `{k}` | {v} |" for k, v in CHANNELS.items()],
+        *[f"| `{k}` | {v} |" for k, v in STAIN_CHANNELS.items()],
         "",
+        STAIN_DOCS,
         "## Families",
         "",
         "| family | " + " | ".join(PROFILE_NAMES) + " |",
