@@ -45,21 +45,6 @@ def test_colour_map_changes_the_content_key():
     assert images.subset([0, 1]).colour_map is images.colour_map
 
 
-def test_only_test_data_can_be_normalised():
-    from cytocompare.config import parse_protocol
-    from cytocompare.errors import ProtocolError
-
-    text = """
-version: 1
-name: t
-data: {path: x, colour_normalize: reinhard}
-splits: {cv: {kind: kfold}}
-methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}
-"""
-    with pytest.raises(ProtocolError, match="only test_data"):
-        parse_protocol(text)
-
-
 # ------------------------------------------------------------------------------ Macenko
 from cytocompare.colour import StainMap, StainStats, optical_density  # noqa: E402
 from cytocompare.images import ImageSet as _ImageSet  # noqa: E402

@@ -116,3 +116,21 @@ def test_classifier_input_chain_checked():
 def test_missing_file():
     with pytest.raises(ProtocolError, match="not found"):
         load_protocol("does/not/exist.yaml")
+
+
+@pytest.mark.parametrize(("key", "value", "bad", "message"), [
+    ("colour_normalize", "reinhard", "zscore", "only test_data can be colour-normalised"),
+    ("feature_alignment", "standardize", "zscore", "only test_data's features can be aligned"),
+    ("scale", "1.3", "-2", "only test_data can be rescaled"),
+])
+def test_external_matching_keys_are_for_test_data_only_and_checked(key, value, bad, message):
+    """colour_normalize, feature_alignment and scale map the external set onto the training set:
+    an error under data, and a bad value under test_data names the key."""
+    text = ("version: 1\nname: t\ndata: {path: x, KEY: VALUE}\nsplits: {cv: {kind: kfold}}\n"
+            "methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}\n")
+    with pytest.raises(ProtocolError, match=message):
+        parse_protocol(text.replace("KEY: VALUE", f"{key}: {value}"))
+    with pytest.raises(ProtocolError, match=key):
+        parse_protocol(text.replace("data: {path: x, KEY: VALUE}", f"data: {{path: x}}\ntest_data: {{path: y, {key}: {bad}}}"))
+    assert getattr(parse_protocol(text.replace("data: {path: x, KEY: VALUE}", f"data: {{path: x}}\n"
+                                               f"test_data: {{path: y, {key}: {value}}}")).test_data, key) is not None

@@ -47,21 +47,3 @@ def test_nan_cells_constant_features_and_blocks():
 def test_columns_must_match():
     with pytest.raises(ValueError, match="same columns"):
         align_to_training(np.zeros((3, 2)), np.zeros((3, 4)))
-
-
-def test_only_test_data_can_be_aligned():
-    from cytocompare.config import parse_protocol
-    from cytocompare.errors import ProtocolError
-
-    text = """
-version: 1
-name: t
-data: {path: x, feature_alignment: standardize}
-splits: {cv: {kind: kfold}}
-methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}
-"""
-    with pytest.raises(ProtocolError, match="only test_data"):
-        parse_protocol(text)
-    with pytest.raises(ProtocolError, match="feature_alignment"):
-        parse_protocol(text.replace("data: {path: x, feature_alignment: standardize}",
-                                    "data: {path: x}\ntest_data: {path: y, feature_alignment: zscore}"))

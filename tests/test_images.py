@@ -76,15 +76,3 @@ def test_scale_is_kept_by_subsets_and_changes_the_content_key(tmp_path):
     assert scaled[[0]].scale == 1.5 and scaled.detached().scale == 1.5
     assert plain.content_keys[0] != scaled.content_keys[0]
     assert ImageSet([p], ["A"], crop=(20, 20), scale=1.25).content_keys[0] != scaled.content_keys[0]
-
-
-def test_only_test_data_can_be_rescaled():
-    from cytocompare.config import parse_protocol
-    from cytocompare.errors import ProtocolError
-
-    text = ("version: 1\nname: t\ndata: {path: x, scale: 1.3}\nsplits: {cv: {kind: kfold}}\n"
-            "methods: {m: {classifier: {name: colour-logreg}, splits: [cv]}}\n")
-    with pytest.raises(ProtocolError, match="only test_data can be rescaled"):
-        parse_protocol(text)
-    with pytest.raises(ProtocolError, match="scale"):
-        parse_protocol(text.replace("data: {path: x, scale: 1.3}", "data: {path: x}\ntest_data: {path: y, scale: -2}"))
