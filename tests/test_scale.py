@@ -120,3 +120,36 @@ def test_median_interval_is_the_order_statistics_around_the_median():
     v = np.arange(1, 101, dtype=float)
     lo, hi = median_interval(v)
     assert lo < 50.5 < hi and (lo, hi) == (41.0, 61.0)  # ranks 50 -+ 9.8 (sqrt(100) * 0.98)
+
+
+# ------------------------------------------------------------------------------ real images
+def _folder(path) -> ImageSet:
+    paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    return ImageSet(paths, [p.parent.name for p in paths])
+
+
+def test_pbc_red_cells_are_about_75_px(shared_data):
+    """docs/external.md: 74.9 px over all 800 PBC images (75.3 px as a run measures it)."""
+    size = measure_red_cells(_folder(shared_data / "pbc"), seed=42)
+    assert size.n_cells >= 300 and size.n_images < 100  # ~7 red cells a PBC image
+    assert 73.5 <= size.median_px <= 77.0
+
+
+@pytest.mark.slow  # ~30 s: 1,000 bone-marrow images for ~270 red cells
+def test_matek_to_pbc_factor_is_about_1_09(shared_data):
+    """docs/external.md: matek-bm 81.8 px, PBC 75.3 px, factor 1.086 with seed 42."""
+    train = measure_red_cells(_folder(shared_data / "matek-bm"), seed=42)
+    test = measure_red_cells(_folder(shared_data / "pbc"), seed=42)
+    assert train.n_cells >= 200 and 79.0 <= train.median_px <= 85.0
+    assert 1.05 <= scale_factor(train, test) <= 1.13
+
+
+@pytest.mark.slow  # ~13 s
+def test_the_bundled_samples_have_enough_red_cells():
+    """protocols/quick.yaml's data with scale: red_cells: 68 red cells in the 280 Matek cells."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "cytocompare" / "sample_data"
+    train = measure_red_cells(_folder(root / "matek-bm-sample"), seed=42)
+    test = measure_red_cells(_folder(root / "pbc-sample"), seed=42)
+    assert train.n_cells >= 50 and 1.0 <= scale_factor(train, test) <= 1.15
