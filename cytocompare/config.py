@@ -44,10 +44,11 @@ class DataSpec(_Strict):
     image_size: tuple[int, int] | None = Field(None, description="expected (height, width); others are bad files")
     center_crop: tuple[int, int] | None = Field(None, description="crop the centre (height, width) on load, before resize")
     resize: tuple[int, int] | None = Field(None, description="resize every image to (height, width) on load")
-    scale: Annotated[float, Field(gt=0.05, le=20)] | None = Field(
-        None, description="test_data only: rescale every image by this factor (bilinear) on load, before "
-        "center_crop, so that the other lab's cells get the training set's size in pixels (e.g. 1.33 when "
-        "its pixels are 1.33 times as large)")
+    scale: Literal["red_cells"] | Annotated[float, Field(gt=0.05, le=20)] | None = Field(
+        None, description="test_data only: rescale every image by a factor (bilinear) on load, before "
+        "center_crop, so that the other lab's cells get the training set's size in pixels: a fixed factor "
+        "(e.g. 1.33 when its pixels are 1.33 times as large), red_cells (the ratio of the two sets' median "
+        "red-cell diameters, measured on a seeded sample of each set: cytocompare/scale.py) or none")
     on_bad_file: Literal["stop", "skip"] = "stop"
     colour_normalize: Literal["none", "reinhard", "macenko"] = Field(
         "none", description="test_data only: map this set's colours to the training set's: reinhard (overall "
@@ -58,6 +59,42 @@ class DataSpec(_Strict):
     allow_outside_paths: bool = Field(
         False, description="manifest only: accept absolute paths and '..' paths that leave the manifest's folder "
         "(refused by default, each named in skipped.csv)")
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_value(cls, v: Any) -> Any:
+        """One clear message for every bad value (pydantic's would list each member of the union)."""
+        expected = "expected none, red_cells or a factor (a number above 0.05, at most 20)"
+        if v is None:
+            return None
+        if isinstance(v, str):
+            word = v.strip().lower()
+            if word in ("none", "null", ""):
+                return None
+            if word == "red_cells":
+                return word
+            try:
+                v = float(word)
+            except ValueError:
+                raise ValueError(f"{expected}, got {v!r}") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):  # YAML's yes/no are not factors
+            raise ValueError(f"{expected}, got {v!r}")
+        if not 0.05 < v <= 20:
+            raise ValueError(f"{expected}, got {v!r}")
+        return float(v)
+
+    @model_validator(mode="after")
+    def _measured_scale_without_resize(self) -> DataSpec:
+        if self.scale == "red_cells" and self.resize is not None:
+            raise ValueError("scale: red_cells matches the test images' pixel size to the training images'; a "
+                             "resize after it would change it again: use center_crop (the training image size) "
+                             "instead of resize")
+        return self
+
+    @property
+    def fixed_scale(self) -> float | None:
+        """The rescale factor known before any image is read (a number given in the protocol)."""
+        return self.scale if isinstance(self.scale, float) else None
 
 
 class ComponentRef(_Strict):

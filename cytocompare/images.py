@@ -237,6 +237,11 @@ class ImageSet(Sequence[np.ndarray]):
                         colour_map=self.colour_map, encoded=[Path(p).read_bytes() for p in self.paths],
                         scale=self.scale)
 
+    def unprocessed(self) -> ImageSet:
+        """The same images as their files hold them: without this set's scale, crop, resize and
+        colour map (the pixel scale of another lab's images is measured on these)."""
+        return ImageSet(self.paths, self.labels, self._sha256, arrays=self._arrays, encoded=self._encoded)
+
     def read_bytes(self, index: int) -> bytes:
         """The encoded file (for GPU JPEG decoding); in-memory sets encode to PNG."""
         if self._encoded is not None:

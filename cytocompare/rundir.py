@@ -8,6 +8,7 @@ reporters::
     RUN/plugins.json                                installed plugins and their components
     RUN/dataset.csv, RUN/skipped.csv                the images used, the files left out and why
     RUN/test_dataset.csv, RUN/test_skipped.csv      the same for the external test set
+    RUN/test_matching.json                          its scale factor and colour map (cytocompare.matching)
     RUN/splits.csv, RUN/splits.json                 the split plan (cytocompare.splits)
     RUN/predictions/<method>/<split>/fold-<k>.csv   image, path, truth, prediction, score_<CLASS>...
     RUN/predictions/<method>/<split>/fold-<k>.json  written last: marks the fold as complete
@@ -129,7 +130,7 @@ RunStatus = Literal["running", "finished", "failed", "interrupted"]
 EARLY_FILES = frozenset({
     "run.json", "protocol.yaml", "plugins.json", "dataset.csv", "skipped.csv", "test_dataset.csv",
     "test_skipped.csv", "splits.csv", "splits.json", "error.log", "feature_failures.csv",
-    "test_feature_failures.csv", "near_duplicates.csv", "test_near_duplicates.csv",
+    "test_feature_failures.csv", "near_duplicates.csv", "test_near_duplicates.csv", "test_matching.json",
 })
 
 
@@ -509,6 +510,12 @@ class RunDir:
                            lineterminator=_CSV_DEFAULT_EOL),
             self.write_skipped(loaded.skipped, prefix),
         ]
+
+    def write_test_matching(self, matching: dict[str, Any], prefix: str = "test_") -> Path:
+        """``test_matching.json``: how the external test set was matched to the training set (its
+        scale factor, the red-cell sizes it came from, the colour map's parameters:
+        :meth:`cytocompare.matching.TestMatching.to_dict`)."""
+        return self.write_json(f"{prefix}matching.json", matching)
 
     def write_skipped(self, skipped: Iterable[Any], prefix: str = "") -> Path:
         """``<prefix>skipped.csv`` alone (``path,cause``): also written when a run stops on bad

@@ -43,6 +43,7 @@ from cytocompare import distributed
 from cytocompare.errors import CytocompareError, DataError, OutputError, ProtocolError
 from cytocompare.images import ImageSet
 from cytocompare.locking import DirectoryLock
+from cytocompare.matching import match_test_set
 from cytocompare.pipeline import Pipeline
 from cytocompare.plugins import get_plugin_manager, get_registry, plugin_distributions
 from cytocompare import progress as _progress
@@ -144,6 +145,8 @@ class RunData:
     test: ImageSet | None  # the external test set, when a method needs it
     #: file prefix ("" or "test_") -> the loaded data set, written once every check has passed
     loaded: dict[str, Any] = field(default_factory=dict)
+    #: how the external test set was matched to the training set (cytocompare.matching.TestMatching)
+    matching: Any = None
 
     def test_set(self, task: FoldTask) -> ImageSet:
         """The images a fold is tested on (its test indices point into this set)."""
@@ -321,6 +324,8 @@ class Runner:
         rd.write_plugins(self._plugins_info())
         for prefix, loaded in data.loaded.items():
             rd.write_dataset(loaded, prefix)
+        if data.matching is not None:
+            rd.write_test_matching(data.matching.to_dict())
         rd.write_split_plan(plan, data.train.paths, data.train.labels)
         if plan.near_duplicates is not None:
             rd.write_near_duplicates(*plan.near_duplicate_table())
@@ -381,16 +386,13 @@ class Runner:
     def _load_data(self, rd: RunDir) -> RunData:
         """Both data sets, read and checked; nothing is written (see :meth:`_start`)."""
         loaded = {"": self._load_set(rd, self.protocol.data, "training", prefix="")}
-        train, test = loaded[""].images, None
+        train, test, matching = loaded[""].images, None, None
         if self.protocol.test_data is not None and any(map(self._uses_external, self.protocol.methods.values())):
             loaded["test_"] = self._load_set(rd, self.protocol.test_data, "test", prefix="test_")
             test = loaded["test_"].images
-            if self.protocol.test_data.scale is not None:
-                self.log(f"[data] test set rescaled by {self.protocol.test_data.scale} (test_data.scale) before "
-                         f"the centre crop {self.protocol.test_data.center_crop}")
-            if self.protocol.test_data.colour_normalize != "none":
-                test.colour_map = self._colour_map(train, test, self.protocol.test_data.colour_normalize)
-        return RunData(train, test, loaded)
+            # scale (measured or fixed) and colour map of the test set, set on its ImageSet
+            matching = match_test_set(train, test, self.protocol.test_data, seed=self.protocol.seed, log=self.log)
+        return RunData(train, test, loaded, matching)
 
     def _load_set(self, rd: RunDir, spec: Any, what: str, prefix: str) -> Any:
         self.log(f"[data] reading {what} set {spec.path}")
@@ -412,7 +414,8 @@ class Runner:
 
         return load_dataset(
             spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
-            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop, scale=spec.scale,
+            label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
+            scale=spec.fixed_scale,
             on_bad_file=on_bad_file, n_jobs=self.protocol.n_jobs, allow_outside_paths=spec.allow_outside_paths,
             perceptual_hashes=self.protocol.near_duplicates.threshold is not None,
             progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files",
@@ -448,24 +451,6 @@ class Runner:
         for prefix, loaded in data.loaded.items():
             key = "test_data" if prefix else "data"
             check_labels(loaded.class_counts, self.scheme, f"{self.origin}: {key}")
-
-    def _colour_map(self, train: ImageSet, test: ImageSet, how: str) -> Any:
-        """Dataset-level Reinhard or Macenko map of the external set onto the training set's colours."""
-        from cytocompare.colour import ColourMap, LabStats, StainMap, StainStats
-
-        if how == "macenko":
-            src, tgt = StainStats.of(test, seed=self.protocol.seed), StainStats.of(train, seed=self.protocol.seed)
-            fmt = lambda s: (f"vectors {[tuple(round(v, 3) for v in row) for row in s.vectors]}, "  # noqa: E731
-                             f"99th-percentile amounts {tuple(round(v, 2) for v in s.max_amount)}")
-            self.log(f"[data] test set stain-normalised (dataset-level Macenko, optical density): {fmt(src)} -> {fmt(tgt)}")
-            return StainMap(src, tgt)
-
-        source = LabStats.of(test, seed=self.protocol.seed)
-        target = LabStats.of(train, seed=self.protocol.seed)
-        self.log("[data] test set colour-normalised (dataset-level Reinhard, L*a*b*): mean "
-                 f"{tuple(round(v, 1) for v in source.mean)} -> {tuple(round(v, 1) for v in target.mean)}, sd "
-                 f"{tuple(round(v, 1) for v in source.std)} -> {tuple(round(v, 1) for v in target.std)}")
-        return ColourMap(source, target)
 
     def _split_plan(self, data: RunData) -> SplitPlan:
         """The split plan, computed in memory (written by :meth:`_start`)."""

@@ -42,7 +42,7 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 #: the files listed first in the index, in this order (each where it exists)
 _KEY_FILES = ("run.json", "protocol.yaml", "plugins.json", "dataset.csv", "skipped.csv", "test_dataset.csv",
               "test_skipped.csv", "splits.csv", "splits.json", FEATURE_FAILURES_FILE, "test_feature_failures.csv",
-              "near_duplicates.csv", "test_near_duplicates.csv", "error.log")
+              "near_duplicates.csv", "test_near_duplicates.csv", "test_matching.json", "error.log")
 _TEMPLATE = "index.html.j2"
 
 

@@ -89,6 +89,14 @@ def decode_bytes_cuda(data: Sequence[torch.Tensor], size: int, device: torch.dev
     return torch.stack(out)  # type: ignore[arg-type]
 
 
+def decodes_files_on_gpu(images, device: torch.device) -> bool:
+    """Whether ``images`` go through nvJPEG: the raw files on a CUDA device, only when the ImageSet
+    applies nothing of its own on decoding (a crop, a rescale or a colour map: an external test set
+    matched to the training set, ``cytocompare.matching``); otherwise ``images[i]`` decodes them."""
+    return (torch.device(device).type == "cuda" and getattr(images, "crop", None) is None
+            and getattr(images, "colour_map", None) is None and getattr(images, "scale", None) is None)
+
+
 def iter_decoded(
     images,
     size: int,
@@ -101,9 +109,7 @@ def iter_decoded(
     device = torch.device(device)
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     batches = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
-    # nvJPEG decodes the raw file: only when the ImageSet applies no crop, scale or colour map of its own
-    use_cuda = (device.type == "cuda" and getattr(images, "crop", None) is None
-                and getattr(images, "colour_map", None) is None and getattr(images, "scale", None) is None)
+    use_cuda = decodes_files_on_gpu(images, device)
     ds: torch.utils.data.Dataset = _BytesDataset(images) if use_cuda else _DecodedDataset(images, size)
     if num_workers == 0 and not use_cuda:
         for b in batches:

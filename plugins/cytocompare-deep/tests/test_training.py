@@ -228,6 +228,30 @@ def test_write_artifacts_smoothgrad_gradcam_umap(data, tmp_path):
                                        "explanations_index.json"}
 
 
+def test_matched_test_sets_are_decoded_by_the_image_set_not_from_the_files(tmp_path):
+    """A rescaled, cropped or colour-mapped set (an external test set after cytocompare.matching)
+    never goes to nvJPEG, which would read the files as they are; and what it gives is the set's
+    own decoded (rescaled, colour-mapped) images."""
+    from PIL import Image
+
+    from cytocompare.colour import ColourMap, LabStats
+
+    p = tmp_path / "0.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+    cuda = torch.device("cuda")
+    assert loading.decodes_files_on_gpu(ImageSet([p], ["a"]), cuda)
+    assert not loading.decodes_files_on_gpu(ImageSet([p], ["a"]), torch.device("cpu"))
+    darker = ColourMap(LabStats((60.0, 0.0, 0.0), (10.0, 5.0, 5.0)), LabStats((40.0, 0.0, 0.0), (10.0, 5.0, 5.0)))
+    matched = [ImageSet([p], ["a"], scale=1.5), ImageSet([p], ["a"], crop=(32, 32)),
+               ImageSet([p], ["a"], colour_map=darker),
+               ImageSet([p], ["a"], scale=1.5, crop=(40, 40), colour_map=darker)]
+    for images in matched:
+        assert not loading.decodes_files_on_gpu(images, cuda)
+        expected = torch.from_numpy(np.ascontiguousarray(images[0])).permute(2, 0, 1)
+        got = loading.load_all(images, images[0].shape[0], torch.device("cpu"))[0]
+        assert torch.equal(got, expected)
+
+
 def test_batched_bytes_decoder_matches_pil_on_the_cpu(tmp_path):
     """The nvJPEG path's own logic (JPEG/PNG split, batched decode_jpeg, resize, order) run with
     torchvision's CPU decoder, so CI covers everything but the CUDA kernel itself."""
