@@ -64,7 +64,8 @@ def cli() -> None:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default: runs/<protocol name>). Re-using it resumes the run.")
 @click.option("--data", "data_path", default=None, help="Override the protocol's data.path (e.g. ../shared/data/matek-bm).")
-@click.option("--test-data", "test_data_path", default=None, help="Override the protocol's test_data.path.")
+@click.option("--test-data", "test_data_path", default=None,
+              help="Override the protocol's test_data.path; NAME=PATH for one of several named test sets.")
 @click.option("--only", multiple=True, help="Run only this method (repeatable).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run feature extraction and the folds on a dask cluster: its scheduler's address "
@@ -88,12 +89,12 @@ def run(protocol: Path, output: Path | None, data_path: str | None, test_data_pa
         proto.compute = ComputeSpec(backend="dask", scheduler=scheduler)
     out = output or Path("runs") / proto.name
     # a path given on the command line is relative to the working directory
-    data, test_data = (None if p is None else resolve_data_path(p, Path.cwd()) for p in (data_path, test_data_path))
+    data = None if data_path is None else resolve_data_path(data_path, Path.cwd())
     verbosity = max(-1, min(1, verbose - quiet))
     main_rank = distributed.current().is_main  # under torchrun the other ranks show only warnings
     # a live display when stderr is a terminal, else plain lines
     with make_progress(verbosity if main_rank else QUIET, live=None if main_rank else False) as log:
-        result = Runner(proto, out, protocol_path=protocol, data_path=data, test_data_path=test_data,
+        result = Runner(proto, out, protocol_path=protocol, data_path=data, test_data_path=test_data_path,
                         only=list(only) or None, log=log).run()
     if not main_rank:
         return
@@ -114,12 +115,14 @@ def validate(protocol: Path) -> None:
     proto, skipped = validate_protocol(protocol)
     for name in skipped:
         click.echo(f"note: optional method {name!r} will be skipped: its plugin is not installed")
-    for key, spec in (("data", proto.data), ("test_data", proto.test_data)):
-        if spec is None or is_bundled(spec.path):
+    named = [("data", proto.data, "--data")] + [
+        ("test_data" if n == "" else f"test_data.{n}", spec, "--test-data" if n == "" else f"--test-data {n}=PATH")
+        for n, spec in proto.test_sets.items()]
+    for key, spec, flag in named:
+        if is_bundled(spec.path):
             continue
         path = Path(resolve_data_path(spec.path, protocol.resolve().parent))
         if not path.exists():
-            flag = "--data" if key == "data" else "--test-data"
             click.echo(f"note: {key}.path {path} does not exist here; give {flag} when running")
     click.echo(f"{protocol}: valid ({len(proto.methods)} methods, {len(proto.splits)} splits)")
 

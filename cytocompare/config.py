@@ -40,7 +40,12 @@ class DataSpec(_Strict):
     layout: Literal["auto", "paper", "flat", "class-folders", "manifest"] = "auto"
     classes: list[str] | None = Field(None, description="keep only these class codes (others are reported)")
     label_from: Literal["folder", "prefix"] = "folder"
-    label_map: dict[str, str] | None = Field(None, description="folder name or file prefix → class code")
+    label_map: dict[str, str] | None = Field(
+        None, description="folder name or file prefix → class code; several may map to one code (BNE: NGB, SNE: NGS)")
+    unmapped: Literal["skip", "predict"] = Field(
+        "skip", description="test_data only: images whose label is not in label_map: skip (listed in "
+        "test_skipped.csv) or predict (kept under their own label, predicted and shown in the external "
+        "confusion matrix, never scored: classes the model never learnt, e.g. platelets)")
     image_size: tuple[int, int] | None = Field(None, description="expected (height, width); others are bad files")
     center_crop: tuple[int, int] | None = Field(None, description="crop the centre (height, width) on load, before resize")
     resize: tuple[int, int] | None = Field(None, description="resize every image to (height, width) on load")
@@ -91,10 +96,27 @@ class DataSpec(_Strict):
                              "instead of resize")
         return self
 
+    @model_validator(mode="after")
+    def _unmapped_needs_map(self) -> DataSpec:
+        if self.unmapped == "predict" and self.label_map is None:
+            raise ValueError("unmapped: predict keeps the images whose label is not in label_map; without a "
+                             "label_map every label is used as it is: add a label_map or remove unmapped")
+        return self
+
     @property
     def fixed_scale(self) -> float | None:
         """The rescale factor known before any image is read (a number given in the protocol)."""
         return self.scale if isinstance(self.scale, float) else None
+
+
+#: the name of the one test set of a protocol whose ``test_data`` is a single, unnamed set (its
+#: files are ``test_dataset.csv``, ...; a named set ``pbc`` has ``test_pbc_dataset.csv``, ...)
+UNNAMED_TEST_SET = ""
+
+
+def test_file_prefix(name: str) -> str:
+    """The run-directory file prefix of a test set: ``test_`` for the unnamed one, ``test_<name>_``."""
+    return "test_" if name == UNNAMED_TEST_SET else f"test_{name}_"
 
 
 class ComponentRef(_Strict):
@@ -167,7 +189,9 @@ class Protocol(_Strict):
     seed: int = 42
     class_scheme: str = "matek2021"
     data: DataSpec
-    test_data: DataSpec | None = None
+    test_data: DataSpec | dict[str, DataSpec] | None = Field(
+        None, description="the external test set of 'external' splits, or several, named: {pbc: {path: ...}, "
+        "other_lab: {path: ...}}, each split naming its own with test_set")
     splits: dict[str, SplitSpec] = Field(min_length=1)
     small_classes: Literal["error", "drop", "train_only"] = "error"
     near_duplicates: NearDuplicatesSpec = Field(default_factory=NearDuplicatesSpec)
@@ -181,6 +205,35 @@ class Protocol(_Strict):
     n_jobs: Annotated[int, Field(ge=1)] = 1
     cache_dir: str | None = Field(None, description="feature cache; default $CYTOCOMPARE_CACHE or ~/.cache/cytocompare")
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
+
+    @field_validator("test_data", mode="before")
+    @classmethod
+    def _one_or_named_test_sets(cls, v: Any) -> Any:
+        """A mapping with a ``path`` is one set; any other mapping names several (so that
+        pydantic reports the errors of the form meant, not of both)."""
+        if isinstance(v, dict) and "path" not in v:
+            if not v:
+                raise ValueError("name at least one test set ({name: {path: ...}}), or give one set ({path: ...})")
+            bad = [k for k in v if not isinstance(k, str) or not k or not k.replace("-", "").replace("_", "").isalnum()]
+            if bad:
+                raise ValueError(f"test set names must be letters, digits, '-' or '_': {bad}")
+            return {k: DataSpec.model_validate(spec) if isinstance(spec, dict) else spec for k, spec in v.items()}
+        return DataSpec.model_validate(v) if isinstance(v, dict) else v
+
+    @property
+    def test_sets(self) -> dict[str, DataSpec]:
+        """Every test set by name (the unnamed one is :data:`UNNAMED_TEST_SET`), in protocol order."""
+        if self.test_data is None:
+            return {}
+        if isinstance(self.test_data, DataSpec):
+            return {UNNAMED_TEST_SET: self.test_data}
+        return dict(self.test_data)
+
+    def test_set_of(self, split: str) -> str:
+        """The name of the test set an external split tests on (validated: it exists)."""
+        spec = self.splits[split]
+        name = getattr(spec, "test_set", None)
+        return UNNAMED_TEST_SET if name is None else name
 
     @field_validator("methods")
     @classmethod
@@ -201,10 +254,13 @@ class Protocol(_Strict):
             problems.append("data.colour_normalize: only test_data can be colour-normalised (to the training set's colours)")
         if self.data.scale is not None:
             problems.append("data.scale: only test_data can be rescaled (to the training set's pixel size)")
+        if self.data.unmapped != "skip":
+            problems.append("data.unmapped: only test_data can keep unmapped images (a training image needs a class)")
         if self.data.feature_alignment != "none":
             problems.append("data.feature_alignment: only test_data's features can be aligned (to the training set's)")
         if any(s.kind == "external" for s in self.splits.values()) and self.test_data is None:
             problems.append("splits: an 'external' split needs a 'test_data' section")
+        problems += self._test_set_references()
         for cname, members in self.comparisons.items():
             where = f"comparisons.{cname}"
             if not cname or any(ch in cname for ch in "/\\ \t"):
@@ -226,6 +282,28 @@ class Protocol(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _test_set_references(self) -> list[str]:
+        """Each external split tests on one test set: named ones must be named, and exist."""
+        if self.test_data is None:
+            return []
+        named = isinstance(self.test_data, dict)
+        problems = []
+        for sname, spec in self.splits.items():
+            wanted = getattr(spec, "test_set", None)
+            where = f"splits.{sname}.test_set"
+            if spec.kind != "external":
+                if wanted is not None:
+                    problems.append(f"{where}: only an external split tests on a test set")
+            elif named and wanted is None:
+                problems.append(f"{where}: test_data names several sets ({', '.join(self.test_sets)}): say which one "
+                                "this split tests on")
+            elif named and wanted not in self.test_sets:
+                problems.append(f"{where}: unknown test set {wanted!r}; test_data names {', '.join(self.test_sets)}")
+            elif not named and wanted is not None:
+                problems.append(f"{where}: test_data is one unnamed set; name it ({{{wanted}: {{path: ...}}}}) or drop "
+                                "test_set")
+        return problems
 
     def digest(self) -> str:
         """Hash of the result-relevant part of the resolved protocol (what the run directory's
@@ -523,9 +601,9 @@ def _check_codes(protocol: Protocol) -> list[str]:
         return [f"class_scheme\n    {exc}"]
     codes = set(scheme.codes)
     found: list[tuple[str, str]] = []
-    for key, data in (("data", protocol.data), ("test_data", protocol.test_data)):
-        if data is None:
-            continue
+    named = [("data", protocol.data)] + [("test_data" if n == UNNAMED_TEST_SET else f"test_data.{n}", spec)
+                                         for n, spec in protocol.test_sets.items()]
+    for key, data in named:
         found += [(f"{key}.label_map.{source}", target) for source, target in (data.label_map or {}).items()]
         found += [(f"{key}.classes.{i}", code) for i, code in enumerate(data.classes or [])]
     if isinstance(protocol.tolerance.pairs, list):

@@ -44,6 +44,7 @@ from cytocompare.images import BadImageError, ImageSet, check_image
 __all__ = [
     "IGNORED",
     "IMAGE_EXTENSIONS",
+    "UNMAPPED",
     "BadFilesError",
     "LoadedDataset",
     "SkippedFile",
@@ -69,6 +70,11 @@ _VERIFY_CHUNK = 128
 
 #: the cause of every file the listing does not read starts with this (then the reason)
 IGNORED = "ignored"
+
+#: the class label of an external image whose own label has no entry in ``label_map`` and that
+#: is kept (``unmapped="predict"``): it is predicted and shown under its own label in the external
+#: confusion matrix (its ``source_label``), and left out of every metric, as it has no true code
+UNMAPPED = ""
 
 
 class BadFilesError(DataError):
@@ -116,6 +122,11 @@ class LoadedDataset:
         from the decoded file during the check); else None.
     perceptual_hash_seconds : float
         CPU seconds spent on those hashes (summed over the threads), to show what they cost.
+    source_labels : numpy.ndarray
+        Every image's own label before ``label_map`` (its folder name or file-name prefix), parallel
+        to ``images``: the rows of the external confusion matrix in the test set's own scheme.
+    n_unmapped : int
+        Images kept with the label :data:`UNMAPPED` (``unmapped="predict"``).
     check_seconds : float
         Wall-clock seconds of the whole check (reading, hashing, decoding).
     """
@@ -129,6 +140,8 @@ class LoadedDataset:
     perceptual_hashes: np.ndarray | None = None
     perceptual_hash_seconds: float = 0.0
     check_seconds: float = 0.0
+    source_labels: np.ndarray | None = None
+    n_unmapped: int = 0
 
 
 @dataclass(slots=True)
@@ -192,6 +205,7 @@ def load_dataset(
     n_jobs: int = -1,
     allow_outside_paths: bool = False,
     perceptual_hashes: bool = False,
+    unmapped: Literal["skip", "predict"] = "skip",
 ) -> LoadedDataset:
     """List, label and validate the images of a data folder or manifest.
 
@@ -204,8 +218,9 @@ def load_dataset(
     classes : iterable of str, optional
         Keep only these class codes (after ``label_map``); the others are reported as excluded.
     label_map : mapping, optional
-        Folder label (or file-name prefix, see ``label_from``) to class code. Images whose
-        label is not a key are excluded and reported, never silently dropped.
+        Folder label (or file-name prefix, see ``label_from``) to class code, many-to-one
+        allowed. Images whose label is not a key are excluded and reported, never silently
+        dropped, unless ``unmapped="predict"``.
     label_from : {"folder", "prefix"}
         Take the raw label from the class folder (or the manifest's ``label`` column) or from
         the file-name part before the first ``_`` (``SNE_123.jpg`` -> ``SNE``).
@@ -232,6 +247,10 @@ def load_dataset(
     perceptual_hashes : bool
         Also compute the perceptual hash of every good image while it is decoded for the check
         (for near-duplicate groups, :mod:`cytocompare.near_duplicates`); needs ``verify``.
+    unmapped : {"skip", "predict"}
+        Images whose label is not a key of ``label_map``: ``skip`` leaves them out (listed in
+        ``skipped``); ``predict`` keeps them with the label :data:`UNMAPPED` (an external set's
+        classes the model never learnt: predicted and shown, never scored). Needs ``label_map``.
 
     Returns
     -------
@@ -247,6 +266,10 @@ def load_dataset(
         raise ValueError(f"on_bad_file must be 'stop' or 'skip', not {on_bad_file!r}")
     if label_from not in ("folder", "prefix"):
         raise ValueError(f"label_from must be 'folder' or 'prefix', not {label_from!r}")
+    if unmapped not in ("skip", "predict"):
+        raise ValueError(f"unmapped must be 'skip' or 'predict', not {unmapped!r}")
+    if unmapped == "predict" and label_map is None:
+        raise ValueError("unmapped='predict' needs a label_map (without one every label is used as it is)")
     if perceptual_hashes and not verify:
         raise ValueError("perceptual_hashes needs verify=True (the hashes are computed while each file is checked)")
     started = time.perf_counter()
@@ -261,8 +284,10 @@ def load_dataset(
         entries, empty_labels, layout_used = _list_class_folders(root, layout_used, warnings, skipped)
     if label_from == "prefix":
         entries = [_Entry(e.path, _prefix_label(e.path), e.expected_sha256) for e in entries]
+    source_of = {e.path: e.label for e in entries}
 
-    entries, empty_labels = _apply_label_map(entries, empty_labels, label_map, label_from, skipped, warnings)
+    entries, empty_labels = _apply_label_map(entries, empty_labels, label_map, label_from, skipped, warnings,
+                                             keep_unmapped=unmapped == "predict")
     wanted = None if classes is None else list(classes)
     entries, empty_labels = _apply_class_filter(entries, empty_labels, wanted, skipped, warnings)
     # stop mode: refused paths are bad files, reported in one error with the bad files found
@@ -286,8 +311,9 @@ def load_dataset(
     kept = [entries[i] for i in keep]
     sha = _final_hashes(kept, [hashes[i] for i in keep], verify)
     images = ImageSet([e.path for e in kept], [e.label for e in kept], sha, resize=resize, crop=crop, scale=scale)
+    source_labels = np.asarray([source_of[e.path] for e in kept], dtype=object).astype(str)
 
-    counts = _class_counts(images.labels, empty_labels)
+    counts = _class_counts(images.labels[images.labels != UNMAPPED], empty_labels)
     _warn_empty_classes(counts, warnings)
     if sha is not None:
         _warn_duplicates(sha, warnings)
@@ -298,6 +324,7 @@ def load_dataset(
         images, skipped, layout_used, root, counts, warnings, perceptual_hashes=phashes,
         perceptual_hash_seconds=checks.phash_seconds,
         check_seconds=time.perf_counter() - started,
+        source_labels=source_labels, n_unmapped=int(np.sum(images.labels == UNMAPPED)),
     )
 
 
@@ -536,8 +563,10 @@ def _apply_label_map(
     label_from: str,
     skipped: list[SkippedFile],
     warnings: list[str],
+    keep_unmapped: bool = False,
 ) -> tuple[list[_Entry], list[str]]:
-    """Map raw labels to class codes; report (never drop silently) labels without a mapping."""
+    """Map raw labels to class codes; report (never drop silently) labels without a mapping:
+    left out (in ``skipped``), or kept as :data:`UNMAPPED` with ``keep_unmapped``."""
     if label_map is None:
         return entries, empty_labels
     kept: list[_Entry] = []
@@ -547,9 +576,16 @@ def _apply_label_map(
             kept.append(_Entry(e.path, str(label_map[e.label]), e.expected_sha256))
         else:
             unmapped[e.label] += 1
-            skipped.append(SkippedFile(e.path, f"label {e.label!r} not in label_map"))
+            if keep_unmapped:
+                kept.append(_Entry(e.path, UNMAPPED, e.expected_sha256))
+            else:
+                skipped.append(SkippedFile(e.path, f"label {e.label!r} not in label_map"))
     for label, n in sorted(unmapped.items()):
-        warnings.append(f"{n} image(s) with {label_from} label {label!r} excluded: not in label_map")
+        if keep_unmapped:
+            warnings.append(f"{n} image(s) with {label_from} label {label!r} not in label_map: predicted and "
+                            "shown in the external confusion matrix, not scored (unmapped: predict)")
+        else:
+            warnings.append(f"{n} image(s) with {label_from} label {label!r} excluded: not in label_map")
     # an empty folder only has a folder label; it still names a class when the map knows it
     mapped_empty = [str(label_map[x]) for x in empty_labels if x in label_map] if label_from == "folder" else []
     return kept, mapped_empty
@@ -566,10 +602,10 @@ def _apply_class_filter(
     if classes is None:
         return entries, empty_labels
     wanted = set(classes)
-    kept = [e for e in entries if e.label in wanted]
+    kept = [e for e in entries if e.label in wanted or e.label == UNMAPPED]  # kept unmapped: no class to filter
     excluded: Counter[str] = Counter()
     for e in entries:
-        if e.label not in wanted:
+        if e.label not in wanted and e.label != UNMAPPED:
             excluded[e.label] += 1
             skipped.append(SkippedFile(e.path, f"class {e.label!r} not in the selected classes"))
     for label, n in sorted(excluded.items()):

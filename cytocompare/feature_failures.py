@@ -194,15 +194,16 @@ def apply_feature_failures(extractor: Any, F: np.ndarray, images: Any, policy: s
     return result
 
 
-def filter_fold(fold: Fold, failures: Mapping[str, FeatureFailures]) -> Fold:
+def filter_fold(fold: Fold, failures: Mapping[str, FeatureFailures], test_key: str = "test") -> Fold:
     """``fold`` without the cells its method skips (``on_feature_failure: skip``): neither in its
-    training nor in its test part. ``failures`` maps the image set ("train", and "test" for an
-    external test set) to its :class:`FeatureFailures`; the same ``fold`` is returned when
-    nothing is left out (always, under ``keep``)."""
+    training nor in its test part. ``failures`` maps the image set ("train", and ``test_key`` for
+    the external test set of an external fold: "test", or "test:<name>" for a named set) to its
+    :class:`FeatureFailures`; the same ``fold`` is returned when nothing is left out (always,
+    under ``keep``)."""
     from cytocompare.splits import Fold
 
     train_ff = failures.get("train")
-    test_ff = failures.get("test" if fold.test_source == "external" else "train")
+    test_ff = failures.get(test_key if fold.test_source == "external" else "train")
     train = fold.train if train_ff is None else train_ff.keep(fold.train)
     test = fold.test if test_ff is None else test_ff.keep(fold.test)
     if len(train) == len(fold.train) and len(test) == len(fold.test):

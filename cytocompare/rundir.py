@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from cytocompare.datasets import UNMAPPED
 from cytocompare.errors import CytocompareError, SplitError
 from cytocompare.locking import LOCK_NAME
 
@@ -72,6 +73,14 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def subset(self, keep: np.ndarray) -> Predictions:
+        """The rows where the boolean ``keep`` is true (itself when it keeps every row)."""
+        if keep.all():
+            return self
+        scores = None if self.scores is None else self.scores[keep]
+        return Predictions(images=self.images[keep], paths=self.paths[keep], truth=self.truth[keep],
+                           prediction=self.prediction[keep], scores=scores, classes=self.classes, info=self.info)
 
 
 ToleranceSource = Literal["scheme", "protocol", "none"]
@@ -113,9 +122,9 @@ class RunInfo:
     #: evaluator and reporter names the evaluation runs (cytocompare.evaluation)
     evaluators: list[str]
     reporters: list[str]
-    #: the data folders actually read (resolved paths, or "bundled:<name>")
+    #: the data folders actually read (resolved paths, or "bundled:<name>"); named test sets by name
     data: str
-    test_data: str | None
+    test_data: str | dict[str, str] | None
     #: {"cytocompare": version, "python": version}
     versions: dict[str, str]
     #: why the run stopped (status "failed" or "interrupted"): {"type", "message", "traceback"
@@ -132,6 +141,13 @@ EARLY_FILES = frozenset({
     "test_skipped.csv", "splits.csv", "splits.json", "error.log", "feature_failures.csv",
     "test_feature_failures.csv", "near_duplicates.csv", "test_near_duplicates.csv", "test_matching.json",
 })
+#: the files of a named test set ``test_<name>_<file>`` (cytocompare.config.test_file_prefix)
+_TEST_SET_FILES = ("dataset.csv", "skipped.csv", "near_duplicates.csv", "matching.json")
+
+
+def is_early_file(name: str) -> bool:
+    """One of :data:`EARLY_FILES`, or a named test set's version of one (``test_pbc_dataset.csv``)."""
+    return name in EARLY_FILES or (name.startswith("test_") and name.endswith(_TEST_SET_FILES))
 
 
 def is_scratch_name(name: str) -> bool:
@@ -313,8 +329,13 @@ class RunDir:
             meta.setdefault("classes", list(classes))
         _atomic_write_text(marker, _json_text(meta))
 
-    def read_predictions(self, method: str, split: str, fold: int) -> Predictions:
-        """Read one fold's predictions (``FileNotFoundError`` if incomplete)."""
+    def read_predictions(self, method: str, split: str, fold: int, *, unmapped: bool = False) -> Predictions:
+        """Read one fold's predictions (``FileNotFoundError`` if incomplete).
+
+        External images kept without a class (``test_data.unmapped: predict``; truth
+        :data:`cytocompare.datasets.UNMAPPED`) are left out, so that no metric scores them,
+        unless ``unmapped``: the external confusion matrix shows them under their own label.
+        """
         if not self.has_predictions(method, split, fold):
             raise FileNotFoundError(f"no complete predictions for {method}/{split}/fold-{fold} in {self.path}")
         csv_path = self.prediction_path(method, split, fold)
@@ -335,8 +356,9 @@ class RunDir:
             classes = [header[i][len("score_"):] for i in score_cols]
             scores = np.array([[float(r[i]) if r[i] != "" else np.nan for i in score_cols] for r in rows], dtype=float)
             scores = scores.reshape(len(rows), len(score_cols))
-        return Predictions(images=images, paths=paths, truth=truth, prediction=pred, scores=scores,
-                           classes=classes, info=info)
+        out = Predictions(images=images, paths=paths, truth=truth, prediction=pred, scores=scores,
+                          classes=classes, info=info)
+        return out if unmapped else out.subset(truth != UNMAPPED)
 
     def completed(self) -> list[tuple[str, str, int]]:
         """Every (method, split, fold) with complete predictions, sorted."""
@@ -436,7 +458,7 @@ class RunDir:
         if not entries:
             return Claim("new")
         if not (self.path / "run.json").is_file():
-            foreign = [n for n in entries if n not in EARLY_FILES]
+            foreign = [n for n in entries if not is_early_file(n)]
             if foreign:
                 shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
                 raise CytocompareError(f"{self.path} is not empty and is not a cytocompare run directory "
@@ -465,6 +487,9 @@ class RunDir:
         """Remove what an earlier start left (:data:`EARLY_FILES`), before starting afresh."""
         for name in sorted(EARLY_FILES):
             (self.path / name).unlink(missing_ok=True)
+        for path in self.path.glob("test_*"):
+            if path.is_file() and is_early_file(path.name):
+                path.unlink(missing_ok=True)
 
     def write_error_log(self, text: str) -> Path:
         """``error.log``: the full traceback of an unexpected error."""
@@ -500,16 +525,45 @@ class RunDir:
         """``<prefix>dataset.csv`` (``index,path,label,sha256`` per image used) and
         ``<prefix>skipped.csv`` (``path,cause`` per file left out; only the header when none was).
 
-        ``prefix`` is ``""`` for the training set and ``"test_"`` for an external test set.
+        ``prefix`` is ``""`` for the training set and ``"test_"`` for an external test set, whose
+        CSV has a fifth column, ``source_label``: the image's own label before ``label_map`` (the
+        rows of the external confusion matrix); ``label`` is empty for an image kept unmapped.
         """
         images = loaded.images
         sha = images.sha256
-        rows = ([i, images.paths[i], images.labels[i], sha[i]] for i in range(len(images)))
+        header = ["index", "path", "label", "sha256"]
+        rows: Iterable[list[Any]] = ([i, images.paths[i], images.labels[i], sha[i]] for i in range(len(images)))
+        if prefix and loaded.source_labels is not None:
+            header.append("source_label")
+            source = loaded.source_labels
+            rows = ([i, images.paths[i], images.labels[i], sha[i], source[i]] for i in range(len(images)))
         return [
-            self.write_csv(f"{prefix}dataset.csv", ["index", "path", "label", "sha256"], rows,
-                           lineterminator=_CSV_DEFAULT_EOL),
+            self.write_csv(f"{prefix}dataset.csv", header, rows, lineterminator=_CSV_DEFAULT_EOL),
             self.write_skipped(loaded.skipped, prefix),
         ]
+
+    def test_file_prefix(self, split: str) -> str:
+        """The file prefix of the test set an external split tested on (run.json ``splits``)."""
+        from cytocompare.config import test_file_prefix
+
+        return test_file_prefix(self.splits().get(split, {}).get("test_set") or "")
+
+    def test_source_labels(self, prefix: str = "test_") -> tuple[np.ndarray, np.ndarray] | None:
+        """(class code, own label) of every external test image by index, from
+        ``<prefix>dataset.csv``; the code is :data:`~cytocompare.datasets.UNMAPPED` for an image
+        kept unmapped. None when the file is missing or has no ``source_label`` column."""
+        path = self.path / f"{prefix}dataset.csv"
+        if not path.is_file():
+            return None
+        rows = self.read_csv(f"{prefix}dataset.csv")
+        if not rows or "source_label" not in rows[0]:
+            return None
+        n = max(int(r["index"]) for r in rows) + 1
+        code = np.full(n, UNMAPPED, dtype=object)
+        own = np.full(n, "", dtype=object)
+        for r in rows:
+            code[int(r["index"])], own[int(r["index"])] = r["label"], r["source_label"]
+        return code.astype(str), own.astype(str)
 
     def write_test_matching(self, matching: dict[str, Any], prefix: str = "test_") -> Path:
         """``test_matching.json``: how the external test set was matched to the training set (its

@@ -37,8 +37,15 @@ import numpy as np
 from cytocompare import __version__
 from cytocompare.base import clone
 from cytocompare.classes import ClassScheme, load_scheme
-from cytocompare.config import ComponentRef, MethodSpec, Protocol, check_against_registry
-from cytocompare.datasets import resolve_data_path
+from cytocompare.config import (
+    UNNAMED_TEST_SET,
+    ComponentRef,
+    MethodSpec,
+    Protocol,
+    check_against_registry,
+    test_file_prefix,
+)
+from cytocompare.datasets import UNMAPPED, resolve_data_path
 from cytocompare import distributed
 from cytocompare.errors import CytocompareError, DataError, OutputError, ProtocolError
 from cytocompare.images import ImageSet
@@ -131,10 +138,23 @@ class FoldTask:
     k: int
     fold: Fold
     tag: str  # "[method | split | fold k/n]", the prefix of every log line
+    #: the test set of an external split ("" : the unnamed one; cytocompare.config.UNNAMED_TEST_SET)
+    test_set: str = ""
 
     @property
     def external(self) -> bool:
         return self.fold.test_source == "external"
+
+    @property
+    def test_key(self) -> str:
+        """The image set the fold's test indices point into: "train", or an external set's key."""
+        return test_set_key(self.test_set) if self.external else "train"
+
+
+def test_set_key(name: str) -> str:
+    """The key of an external test set among a method's image sets (features, feature failures):
+    "test" for the unnamed one, "test:<name>" for a named one."""
+    return "test" if name == UNNAMED_TEST_SET else f"test:{name}"
 
 
 @dataclass(frozen=True)
@@ -142,18 +162,20 @@ class RunData:
     """The images of a run and, per method with a feature extractor, their features."""
 
     train: ImageSet
-    test: ImageSet | None  # the external test set, when a method needs it
-    #: file prefix ("" or "test_") -> the loaded data set, written once every check has passed
+    #: the external test sets a method needs, by name ("" : the unnamed one)
+    tests: dict[str, ImageSet] = field(default_factory=dict)
+    #: file prefix ("", "test_" or "test_<name>_") -> the loaded data set, written once every check has passed
     loaded: dict[str, Any] = field(default_factory=dict)
-    #: how the external test set was matched to the training set (cytocompare.matching.TestMatching)
-    matching: Any = None
+    #: how each external test set was matched to the training set (cytocompare.matching.TestMatching)
+    matchings: dict[str, Any] = field(default_factory=dict)
 
     def test_set(self, task: FoldTask) -> ImageSet:
         """The images a fold is tested on (its test indices point into this set)."""
-        images = self.test if task.external else self.train
-        if images is None:
-            raise CytocompareError(f"{task.tag}: external split but no test data was loaded")
-        return images
+        if not task.external:
+            return self.train
+        if task.test_set not in self.tests:
+            raise CytocompareError(f"{task.tag}: external split but its test set was not loaded")
+        return self.tests[task.test_set]
 
 
 @dataclass
@@ -165,6 +187,8 @@ class FittedFold:
     scores: np.ndarray | None
     fit_seconds: float
     predict_seconds: float
+    #: the external split whose fit this fold's model is (one fit for every external set), or None
+    fitted_for: str | None = None
 
 
 class Runner:
@@ -191,10 +215,10 @@ class Runner:
         base = Path(protocol_path).resolve().parent if protocol_path else Path.cwd()
         # data paths in a protocol are relative to the protocol file; CLI overrides to the cwd
         self.protocol.data.path = data_path or resolve_data_path(self.protocol.data.path, base)
-        if self.protocol.test_data is not None:
-            self.protocol.test_data.path = test_data_path or resolve_data_path(self.protocol.test_data.path, base)
-        elif test_data_path:
-            raise ProtocolError("--test-data given but the protocol has no 'test_data' section")
+        for name, spec in self.protocol.test_sets.items():
+            spec.path = resolve_data_path(spec.path, base)
+        if test_data_path:
+            self._override_test_path(test_data_path)
         self.run_dir = Path(run_dir)
         self.registry = registry or get_registry()
         self.log = log
@@ -204,6 +228,23 @@ class Runner:
         self.launch = distributed.current()
         #: whether a stop may be recorded in the run directory (decided by its claim, in run)
         self._may_record = False
+        #: the last external fold's fitted model, for the method's other external splits
+        self._shared_fit: _SharedFit | None = None
+
+    def _override_test_path(self, given: str) -> None:
+        """``--test-data PATH`` (the one unnamed set) or ``--test-data NAME=PATH`` (a named set);
+        relative to the working directory."""
+        sets = self.protocol.test_sets
+        if not sets:
+            raise ProtocolError("--test-data given but the protocol has no 'test_data' section")
+        if UNNAMED_TEST_SET in sets:
+            sets[UNNAMED_TEST_SET].path = resolve_data_path(given, Path.cwd())
+            return
+        name, sep, path = given.partition("=")
+        if not sep or name not in sets:
+            raise ProtocolError(f"--test-data {given}: the protocol names its test sets ({', '.join(sets)}): give "
+                                "--test-data NAME=PATH")
+        sets[name].path = resolve_data_path(path, Path.cwd())
 
     # ------------------------------------------------------------------ public
     def run(self) -> RunResult:
@@ -324,14 +365,14 @@ class Runner:
         rd.write_plugins(self._plugins_info())
         for prefix, loaded in data.loaded.items():
             rd.write_dataset(loaded, prefix)
-        if data.matching is not None:
-            rd.write_test_matching(data.matching.to_dict())
+        for name, matching in data.matchings.items():
+            rd.write_test_matching(matching.to_dict(), prefix=test_file_prefix(name))
         rd.write_split_plan(plan, data.train.paths, data.train.labels)
         if plan.near_duplicates is not None:
             rd.write_near_duplicates(*plan.near_duplicate_table())
-            if data.test is not None:
-                rd.write_near_duplicates(*plan.external_near_duplicate_table(data.train.paths, data.test.paths),
-                                         prefix="test_")
+            for name, test in data.tests.items():
+                rd.write_near_duplicates(*plan.external_near_duplicate_table(data.train.paths, test.paths, name),
+                                         prefix=test_file_prefix(name))
 
     def _record_stop(self, rd: RunDir, exc: BaseException) -> None:
         """run.json says why the run stopped (and error.log holds an unexpected error's traceback);
@@ -381,18 +422,28 @@ class Runner:
         }
 
     def _uses_external(self, method: MethodSpec) -> bool:
-        return any(self.protocol.splits[s].kind == "external" for s in method.splits)
+        return bool(self._test_sets_of(method))
+
+    def _test_sets_of(self, method: MethodSpec) -> list[str]:
+        """The test sets a method's external splits test on, in protocol order."""
+        used = {self.protocol.test_set_of(s) for s in method.splits if self.protocol.splits[s].kind == "external"}
+        return [n for n in self.protocol.test_sets if n in used]
 
     def _load_data(self, rd: RunDir) -> RunData:
-        """Both data sets, read and checked; nothing is written (see :meth:`_start`)."""
+        """Every data set, read and checked; nothing is written (see :meth:`_start`). A test set
+        no method tests on is not read."""
         loaded = {"": self._load_set(rd, self.protocol.data, "training", prefix="")}
-        train, test, matching = loaded[""].images, None, None
-        if self.protocol.test_data is not None and any(map(self._uses_external, self.protocol.methods.values())):
-            loaded["test_"] = self._load_set(rd, self.protocol.test_data, "test", prefix="test_")
-            test = loaded["test_"].images
+        train, tests, matchings = loaded[""].images, {}, {}
+        used = {n for m in self.protocol.methods.values() for n in self._test_sets_of(m)}
+        for name, spec in self.protocol.test_sets.items():
+            if name not in used:
+                continue
+            prefix = test_file_prefix(name)
+            loaded[prefix] = self._load_set(rd, spec, f"test set {name!r}" if name else "test", prefix=prefix)
+            tests[name] = loaded[prefix].images
             # scale (measured or fixed) and colour map of the test set, set on its ImageSet
-            matching = match_test_set(train, test, self.protocol.test_data, seed=self.protocol.seed, log=self.log)
-        return RunData(train, test, loaded, matching)
+            matchings[name] = match_test_set(train, tests[name], spec, seed=self.protocol.seed, log=self.log)
+        return RunData(train, tests, loaded, matchings)
 
     def _load_set(self, rd: RunDir, spec: Any, what: str, prefix: str) -> Any:
         self.log(f"[data] reading {what} set {spec.path}")
@@ -406,7 +457,8 @@ class Runner:
             self.log(f"[data]   {len(loaded.skipped)} file(s) not used (bad, unmapped or excluded); "
                      f"each is listed with its cause in {prefix}skipped.csv")
         self.log(f"[data]   {len(loaded.images)} images, classes: "
-                 + ", ".join(f"{c} {n}" for c, n in sorted(loaded.class_counts.items())))
+                 + ", ".join(f"{c} {n}" for c, n in sorted(loaded.class_counts.items()))
+                 + (f"; {loaded.n_unmapped} kept unmapped (predicted, not scored)" if loaded.n_unmapped else ""))
         return loaded
 
     def _read_set(self, spec: Any, on_bad_file: str) -> Any:
@@ -415,7 +467,7 @@ class Runner:
         return load_dataset(
             spec.path, layout=spec.layout, classes=spec.classes, label_map=spec.label_map,
             label_from=spec.label_from, image_size=spec.image_size, resize=spec.resize, crop=spec.center_crop,
-            scale=spec.fixed_scale,
+            scale=spec.fixed_scale, unmapped=spec.unmapped,
             on_bad_file=on_bad_file, n_jobs=self.protocol.n_jobs, allow_outside_paths=spec.allow_outside_paths,
             perceptual_hashes=self.protocol.near_duplicates.threshold is not None,
             progress=throttled_progress(self.log, 2, lambda done, total: f"[data]   checked {done}/{total} files",
@@ -448,24 +500,26 @@ class Runner:
         """Every label a data set was loaded with is a code of the class scheme (issue 8.2)."""
         from cytocompare.classes import check_labels
 
+        keys = {test_file_prefix(n): ("test_data" if n == UNNAMED_TEST_SET else f"test_data.{n}")
+                for n in self.protocol.test_sets}
         for prefix, loaded in data.loaded.items():
-            key = "test_data" if prefix else "data"
-            check_labels(loaded.class_counts, self.scheme, f"{self.origin}: {key}")
+            check_labels(loaded.class_counts, self.scheme, f"{self.origin}: {keys.get(prefix, 'data')}")
 
     def _split_plan(self, data: RunData) -> SplitPlan:
         """The split plan, computed in memory (written by :meth:`_start`)."""
         from cytocompare.splits import make_plan
 
-        train, test = data.train, data.test
+        from cytocompare.splits import ExternalSet
+
+        train = data.train
+        external = {name: ExternalSet(test.labels, test.sha256, data.loaded[test_file_prefix(name)].perceptual_hashes,
+                                      test.paths) for name, test in data.tests.items()}
         plan = make_plan(
             train.labels, train.sha256, self.protocol.splits, seed=self.protocol.seed,
             small_classes=self.protocol.small_classes, paths=train.paths,
-            external_labels=None if test is None else test.labels,
-            external_sha256=None if test is None else test.sha256,
             near_duplicate_hashes=data.loaded[""].perceptual_hashes,
             near_duplicate_threshold=self.protocol.near_duplicates.threshold,
-            external_near_duplicate_hashes=None if test is None else data.loaded["test_"].perceptual_hashes,
-            external_paths=None if test is None else test.paths,
+            external_sets=external,
             n_jobs=self.protocol.n_jobs,
         )
         if plan.near_duplicates is not None:
@@ -516,13 +570,15 @@ class Runner:
             counter.done()
 
         for mname, method in methods.items():
+            self._shared_fit = None  # the last method's model is not held while this one trains
             pipeline = build_method(method, self.registry, self.protocol.seed, self.protocol.n_jobs)
             features: dict[str, np.ndarray] = {}
             failures: dict[str, Any] = {}  # image set -> FeatureFailures (cytocompare.feature_failures)
             for split in method.splits:
                 folds = plan.folds(split)
                 for k, fold in enumerate(folds):
-                    task = FoldTask(mname, method, split, k, fold, f"[{mname} | {split} | fold {k + 1}/{len(folds)}]")
+                    task = FoldTask(mname, method, split, k, fold, f"[{mname} | {split} | fold {k + 1}/{len(folds)}]",
+                                    plan.test_set_of(split))
                     if rd.has_predictions(mname, split, k):
                         tally["resumed"] += 1
                         self.log(f"{task.tag} already done, resumed")
@@ -570,9 +626,7 @@ class Runner:
         )
 
         extractor = clone(pipeline.features).fit(data.train)
-        sets = {"train": data.train}
-        if data.test is not None and self._uses_external(method):
-            sets["test"] = data.test
+        sets = {"train": data.train} | {test_set_key(n): data.tests[n] for n in self._test_sets_of(method)}
         out = {}
         for name, images in sets.items():
             t = time.perf_counter()
@@ -582,11 +636,14 @@ class Runner:
             out[name] = cache.compute(extractor, images, n_jobs=self.protocol.n_jobs, progress=progress,
                                       backend=backend)
             self.log(f"{tag} features ({name}): {out[name].shape[1]} per image, {time.perf_counter() - t:.1f} s")
-        if "test" in out and self.protocol.test_data is not None and self.protocol.test_data.feature_alignment != "none":
+        for name in self._test_sets_of(method):
+            if self.protocol.test_sets[name].feature_alignment == "none":
+                continue
             from cytocompare.feature_alignment import align_to_training
 
-            out["test"] = align_to_training(out["test"], out["train"])
-            self.log(f"{tag} features (test): each feature's mean and sd over the {len(out['test'])} test images "
+            key = test_set_key(name)
+            out[key] = align_to_training(out[key], out["train"])
+            self.log(f"{tag} features ({key}): each feature's mean and sd over the {len(out[key])} test images "
                      f"aligned to the training set's (test_data.feature_alignment: standardize)")
         failures: dict[str, Any] = {}
         for name, images in sets.items():
@@ -606,22 +663,36 @@ class Runner:
         """The fold without the cells its method skips (``on_feature_failure: skip``)."""
         from cytocompare.feature_failures import filter_fold
 
-        fold = filter_fold(task.fold, failures)
+        fold = filter_fold(task.fold, failures, test_key=task.test_key)
         if fold is task.fold:
             return task
-        return FoldTask(task.method_name, task.method, task.split, task.k, fold, task.tag)
+        return FoldTask(task.method_name, task.method, task.split, task.k, fold, task.tag, task.test_set)
 
     def _run_fold(self, rd: RunDir, task: FoldTask, pipeline: Pipeline, data: RunData,
                   features: dict[str, np.ndarray]) -> None:
-        """Fit on the fold's training part, predict its test part, write both, tidy up."""
+        """Fit on the fold's training part, predict its test part, write both, tidy up. The
+        external splits of a method share one fit: trained on the same development images, the
+        model fitted for the first predicts every other external test set (:class:`_SharedFit`)."""
         test_set = data.test_set(task)
+        shared = self._shared_fit
+        if shared is not None and shared.serves(task):
+            if self.launch.is_main:
+                self.log(f"{task.tag} the model fitted for split {shared.split!r} on the same "
+                         f"{len(task.fold.train)} images predicts this test set (one fit for every external set)")
+                _, _, test = self._fold_inputs(task, shared.model, data, features)
+                fitted = predict_fold(shared.model, test)
+                fitted.fitted_for = shared.split
+                self._finish_fold(rd, task, fitted, test_set, None)
+            return
         model = clone(pipeline)
         ckpt_dir = self._give_checkpoint_dir(rd, model, task)
         if not self.launch.is_main:  # a follower trains its shard; rank 0 predicts and writes the fold
             model.fit(data.train.subset(task.fold.train), data.train.labels[task.fold.train])
+            self._shared_fit = _SharedFit.of(task, model) or self._shared_fit
             return
         self._log_fit(task, model, ckpt_dir)
         fitted = fit_fold(model, *self._fold_inputs(task, model, data, features, test_rows_later=True))
+        self._shared_fit = _SharedFit.of(task, fitted.model) or self._shared_fit
         self._finish_fold(rd, task, fitted, test_set, ckpt_dir)
 
     def _submit_fold(self, pool: Any, rd: RunDir, task: FoldTask, pipeline: Pipeline, data: RunData,
@@ -654,7 +725,7 @@ class Runner:
         fold, test_set = task.fold, data.test_set(task)
         y_train = data.train.labels[fold.train]
         if model.features is not None:
-            test = _Rows(features["test" if task.external else "train"], fold.test)
+            test = _Rows(features[task.test_key], fold.test)
             return np.asarray(features["train"][fold.train]), y_train, test if test_rows_later else np.asarray(test)
         return data.train.subset(fold.train), y_train, test_set.subset(fold.test)
 
@@ -662,7 +733,8 @@ class Runner:
                      ckpt_dir: Path | None) -> None:
         """A fitted fold's log line, its files, its artifacts, its checkpoint folder removed."""
         y_test = test_set.labels[task.fold.test]
-        acc = float(np.mean(fitted.prediction == y_test)) if len(y_test) else float("nan")
+        scored = y_test != UNMAPPED  # an external image kept unmapped has no true class
+        acc = float(np.mean(fitted.prediction[scored] == y_test[scored])) if scored.any() else float("nan")
         self.log(f"{task.tag} fit {fitted.fit_seconds:.1f} s, predict {len(task.fold.test)} images "
                  f"{fitted.predict_seconds:.1f} s, accuracy {acc:.3f}")
         self._write_fold(rd, task, fitted, test_set)
@@ -679,6 +751,7 @@ class Runner:
         info = {
             "fit_seconds": fitted.fit_seconds,
             "predict_seconds": fitted.predict_seconds,
+            **({} if fitted.fitted_for is None else {"fitted_for": fitted.fitted_for}),
             "n_train": int(len(fold.train)),
             "n_test": int(len(fold.test)),
             "test_source": fold.test_source,
@@ -705,8 +778,10 @@ class Runner:
         if not isinstance(model.classifier_, WritesArtifacts):
             return
         out = rd.artifacts_dir(task.method_name, task.split)
+        # the figures explain calls against a true class: external images kept unmapped have none
+        shown = task.fold.test[test_set.labels[task.fold.test] != UNMAPPED]
         try:
-            model.classifier_.write_artifacts(out, test_set.subset(task.fold.test), test_set.labels[task.fold.test])
+            model.classifier_.write_artifacts(out, test_set.subset(shown), test_set.labels[shown])
             self.log(f"{task.tag} artifacts written to {out}")
         except ImportError as exc:
             self.log(f"{task.tag} artifacts skipped: {exc}")
@@ -750,7 +825,9 @@ class Runner:
             evaluators=self.protocol.evaluation.evaluators,
             reporters=self.protocol.reports,
             data=str(self.protocol.data.path),
-            test_data=None if self.protocol.test_data is None else str(self.protocol.test_data.path),
+            test_data=(None if self.protocol.test_data is None else str(self.protocol.test_data.path)
+                       if UNNAMED_TEST_SET in self.protocol.test_sets
+                       else {n: str(spec.path) for n, spec in self.protocol.test_sets.items()}),
             versions={"cytocompare": __version__, "python": sys.version.split()[0]},
         ))
 
@@ -761,6 +838,28 @@ class Runner:
             return []
         pairs = self.scheme.tolerated_pairs if spec == "scheme" else spec
         return sorted({tuple(sorted(p)) for p in pairs})  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class _SharedFit:
+    """A model fitted for an external split: the same method's other external splits train on
+    the very same development images (all of them, less the classes a policy dropped), so this
+    one fit predicts their test sets too. Held for one method at a time."""
+
+    method: str
+    split: str
+    train: bytes  # the training indices, as bytes: another fold must match them exactly
+    model: Pipeline
+
+    @classmethod
+    def of(cls, task: FoldTask, model: Pipeline) -> _SharedFit | None:
+        if not task.external:
+            return None
+        return cls(task.method_name, task.split, np.asarray(task.fold.train, dtype="<i8").tobytes(), model)
+
+    def serves(self, task: FoldTask) -> bool:
+        return (task.external and task.method_name == self.method
+                and np.asarray(task.fold.train, dtype="<i8").tobytes() == self.train)
 
 
 @dataclass(frozen=True)
@@ -778,21 +877,25 @@ def fit_fold(model: Pipeline, train: Any, y_train: np.ndarray, test: Any) -> Fit
     """``model`` (unfitted) fitted on a fold's training part and its predictions on the test
     part: feature rows (``fit_features``) for a method with an extractor, else images. Runs in
     the run's process or on a dask worker (:mod:`cytocompare.compute`); touches no file."""
-    features = model.features is not None
     t = time.perf_counter()
-    if features:
+    if model.features is not None:
         model.fit_features(train, y_train)
     else:
         model.fit(train, y_train)
     fit_s = time.perf_counter() - t
+    return predict_fold(model, test, fit_s)
+
+
+def predict_fold(model: Pipeline, test: Any, fit_seconds: float = 0.0) -> FittedFold:
+    """A fitted ``model``'s predictions on a fold's test part (feature rows or images)."""
     t = time.perf_counter()
-    if features:
+    if model.features is not None:
         test = np.asarray(test)
         pred, scores = model.predict_features(test), model.predict_proba_features(test)
     else:
         pred = model.predict(test)
         scores = model.predict_proba(test) if hasattr(model.classifier_, "predict_proba") else None
-    return FittedFold(model, pred, scores, fit_s, time.perf_counter() - t)
+    return FittedFold(model, pred, scores, fit_seconds, time.perf_counter() - t)
 
 
 def _selected_names(model: Pipeline) -> list[str] | None:

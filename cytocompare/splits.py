@@ -61,6 +61,8 @@ class _SplitModel(BaseModel):
         for key in _SWITCHES:
             if data.get(key) is True:
                 del data[key]
+        if "test_set" in data and data["test_set"] is None:  # the same reason: an unnamed test set
+            del data["test_set"]
         return data
 
 
@@ -97,6 +99,9 @@ class ExternalSpec(_SplitModel):
     """Train on the whole training set, test on the protocol's separate ``test_data``."""
 
     kind: Literal["external"] = "external"
+    test_set: str | None = Field(
+        None, description="which of the protocol's named test_data sets this split tests on (needed when "
+        "test_data names several; none: the one unnamed set)")
 
     @property
     def min_per_class(self) -> int:
@@ -123,18 +128,22 @@ def _spec_record(spec: HoldoutSpec | KFoldSpec | ExternalSpec) -> dict[str, Any]
     """The spec as format 1 of ``splits.json`` stores it and the plan hash covers it: the same five
     keys for every kind, a key the kind does not use holding the value format 1 always wrote, so
     that stored plans keep loading and keep their hash."""
-    return {
+    record = {
         "kind": spec.kind,
         "test_size": float(getattr(spec, "test_size", 0.2)),
         "n_splits": int(getattr(spec, "n_splits", 5)),
         "stratify": bool(getattr(spec, "stratify", True)),
         "shuffle": bool(getattr(spec, "shuffle", True)),
     }
+    if getattr(spec, "test_set", None) is not None:  # a named test set (none: as format 1 wrote it)
+        record["test_set"] = spec.test_set
+    return record
 
 
 def _spec_from_record(record: Mapping[str, Any]) -> HoldoutSpec | KFoldSpec | ExternalSpec:
     """Inverse of :func:`_spec_record` (the keys the kind uses; the others are format 1 filler)."""
-    used = {"holdout": ("test_size", "stratify"), "kfold": ("n_splits", "stratify", "shuffle"), "external": ()}
+    used = {"holdout": ("test_size", "stratify"), "kfold": ("n_splits", "stratify", "shuffle"),
+            "external": ("test_set",)}
     kind = record.get("kind")
     if kind not in used:
         raise SplitError(f"stored split spec {dict(record)!r} has an unknown kind")
@@ -184,8 +193,10 @@ class SplitPlan:
     data_hash: str
     excluded: list[ExcludedClass] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    external_labels: np.ndarray | None = None
-    external_data_hash: str | None = None
+    #: the labels of each external test set by name ("" : the one unnamed set)
+    external: dict[str, np.ndarray] = field(default_factory=dict)
+    #: :func:`data_hash` of each external test set
+    external_hashes: dict[str, str] = field(default_factory=dict)
     #: set when near-duplicates merged distinct files: threshold, groups, images, mixed-label
     #: groups (stored in ``splits.json``; the threshold is then part of the hash)
     near_duplicate_info: dict[str, Any] | None = None
@@ -193,7 +204,21 @@ class SplitPlan:
     near_duplicates: NearDuplicateReport | None = None
     #: (training index, external index, distance) of near-identical train/external pairs that are
     #: not byte-identical (not stored)
-    external_near_duplicates: list[tuple[int, int, int]] = field(default_factory=list)
+    external_near: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+
+    @property
+    def external_labels(self) -> np.ndarray | None:
+        """The labels of the unnamed external test set (None without one)."""
+        return self.external.get("")
+
+    @property
+    def external_data_hash(self) -> str | None:
+        return self.external_hashes.get("")
+
+    @property
+    def external_near_duplicates(self) -> list[tuple[int, int, int]]:
+        """(training index, external index, distance) pairs of the unnamed test set."""
+        return self.external_near.get("", [])
 
     # ---- access -------------------------------------------------------------------------
     @property
@@ -213,6 +238,8 @@ class SplitPlan:
         """sha256 over the seed, the specs, the data hash and every fold's assignment."""
         h = hashlib.sha256()
         h.update(f"v{_FORMAT_VERSION};seed={self.seed};data={self.data_hash};ext={self.external_data_hash}".encode())
+        for name in sorted(n for n in self.external_hashes if n):  # named test sets (none: format 1's hash)
+            h.update(f";ext[{name}]={self.external_hashes[name]}".encode())
         if self.near_duplicate_info is not None:
             h.update(f";near={int(self.near_duplicate_info['threshold'])}".encode())
         for name in self.split_names:
@@ -270,11 +297,16 @@ class SplitPlan:
         return header, [[r[k] for k in header] for r in self.near_duplicates.rows()]
 
     def external_near_duplicate_table(self, paths: Sequence[str] | np.ndarray,
-                                      external_paths: Sequence[str] | np.ndarray) -> tuple[list[str], list[list[Any]]]:
+                                      external_paths: Sequence[str] | np.ndarray,
+                                      test_set: str = "") -> tuple[list[str], list[list[Any]]]:
         """The rows of ``test_near_duplicates.csv``: training image, external test image and their
         distance, for every near-identical pair that is not byte-identical (header only if none)."""
         header = ["path", "test_path", "distance"]
-        return header, [[paths[i], external_paths[j], d] for i, j, d in self.external_near_duplicates]
+        return header, [[paths[i], external_paths[j], d] for i, j, d in self.external_near.get(test_set, [])]
+
+    def test_set_of(self, split_name: str) -> str:
+        """The test set an external split tests on ("" : the unnamed one)."""
+        return getattr(self.specs[split_name], "test_set", None) or ""
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able description that is ``splits.json`` (:meth:`to_json_text`)."""
@@ -282,7 +314,7 @@ class SplitPlan:
         for name in self.split_names:
             folds = []
             for k, fold in enumerate(self.folds_by_split[name]):
-                test_labels = self.labels if fold.test_source == "train" else self.external_labels
+                test_labels = self.labels if fold.test_source == "train" else self.external.get(self.test_set_of(name))
                 folds.append({
                     "fold": k,
                     "test_source": fold.test_source,
@@ -299,6 +331,9 @@ class SplitPlan:
             "data_hash": self.data_hash,
             "n_external": None if self.external_labels is None else int(len(self.external_labels)),
             "external_data_hash": self.external_data_hash,
+            **({} if not any(self.external_hashes) else {"external_sets": {
+                n: {"n_images": int(len(self.external[n])), "data_hash": h}
+                for n, h in sorted(self.external_hashes.items()) if n}}),
             "splits": splits,
             "excluded": [asdict(e) | {"description": e.describe()} for e in self.excluded],
             "warnings": list(self.warnings),
@@ -350,7 +385,10 @@ class SplitPlan:
                 _fold_from_column(columns, f"{name}/fold-{f['fold']}", f, meta.get("n_external"), csv_name)
                 for f in s["folds"]
             ]
-        ext = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
+        ext = {} if external_labels is None else {"": np.asarray(external_labels, dtype=object).astype(str)}
+        hashes = {} if meta.get("external_data_hash") is None else {"": meta["external_data_hash"]}
+        for name, stored in (meta.get("external_sets") or {}).items():
+            hashes[name] = stored["data_hash"]
         plan = cls(
             seed=int(meta["seed"]),
             specs=specs,
@@ -359,8 +397,8 @@ class SplitPlan:
             data_hash=meta["data_hash"],
             excluded=[ExcludedClass(**{k: v for k, v in e.items() if k != "description"}) for e in meta["excluded"]],
             warnings=list(meta.get("warnings", [])),
-            external_labels=ext,
-            external_data_hash=meta.get("external_data_hash"),
+            external=ext,
+            external_hashes=hashes,
             near_duplicate_info=meta.get("near_duplicates"),
         )
         if plan.hash != meta["hash"]:
@@ -402,6 +440,7 @@ def make_plan(
     near_duplicate_threshold: int | None = None,
     external_near_duplicate_hashes: np.ndarray | None = None,
     external_paths: np.ndarray | Sequence[str] | None = None,
+    external_sets: Mapping[str, ExternalSet] | None = None,
     n_jobs: int = 1,
 ) -> SplitPlan:
     """Compute every split of a run once.
@@ -431,6 +470,10 @@ def make_plan(
         that are not byte-identical are a warning (and :attr:`SplitPlan.external_near_duplicates`).
     external_paths : array of str, optional
         Names the external images in that warning.
+    external_sets : mapping of name to ExternalSet, optional
+        Named external test sets (the protocol's ``test_data: {name: ...}``); an external split
+        tests on the one its spec's ``test_set`` names. The ``external_*`` arguments above are the
+        unnamed set (``test_set`` none).
     n_jobs : int
         Threads of the near-duplicate pair search.
 
@@ -476,30 +519,38 @@ def make_plan(
     specs = {name: as_split_spec(s) for name, s in splits.items()}
     if not specs:
         raise SplitError("no splits were asked for")
-    ext_labels = None if external_labels is None else np.asarray(external_labels, dtype=object).astype(str)
+    sets = dict(external_sets or {})
+    if external_labels is not None:
+        if "" in sets:
+            raise SplitError("the unnamed external set was given twice (external_labels and external_sets[''])")
+        sets[""] = ExternalSet(external_labels, external_sha256, external_near_duplicate_hashes, external_paths)
+    sets = {n: e.checked() for n, e in sets.items()}
     excluded: list[ExcludedClass] = []
     folds_by_split: dict[str, list[Fold]] = {}
     for name, spec in specs.items():
         small = _small_classes(name, spec, groups, small_classes, excluded)
         if spec.kind == "external":
-            folds_by_split[name] = [_external_fold(name, groups, ext_labels)]
+            wanted = spec.test_set or ""
+            if wanted and wanted not in sets:
+                raise SplitError(f"split {name!r} tests on the external set {wanted!r}, which was not given "
+                                 f"(given: {', '.join(repr(n) for n in sets) or 'none'})")
+            chosen = sets.get(wanted)
+            folds_by_split[name] = [_external_fold(name, groups, None if chosen is None else chosen.labels)]
         elif spec.kind == "holdout":
             folds_by_split[name] = [_holdout_fold(name, spec, groups, small, seed)]
         else:
             folds_by_split[name] = _kfold_folds(name, spec, groups, small, seed)
-    if ext_labels is not None and external_sha256 is not None:
-        _warn_external_overlap(sha, np.asarray(external_sha256).astype(str), warnings)
-    ext_near: list[tuple[int, int, int]] = []
-    if (ext_labels is not None and near_duplicate_threshold is not None
-            and external_near_duplicate_hashes is not None):
-        ext_near = _warn_external_near(
-            near_duplicate_hashes, external_near_duplicate_hashes, int(near_duplicate_threshold), sha,
-            None if external_sha256 is None else np.asarray(external_sha256).astype(str), names,
-            external_paths, n_jobs, warnings)
-    ext_hash = None
-    if ext_labels is not None:
-        ext_sha = external_sha256 if external_sha256 is not None else ext_labels
-        ext_hash = data_hash(ext_labels, ext_sha)
+    ext_near: dict[str, list[tuple[int, int, int]]] = {}
+    for set_name, ext in sets.items():
+        said: list[str] = []
+        if ext.sha256 is not None:
+            _warn_external_overlap(sha, ext.sha256, said)
+        if near_duplicate_threshold is not None and ext.perceptual_hashes is not None:
+            ext_near[set_name] = _warn_external_near(
+                near_duplicate_hashes, ext.perceptual_hashes, int(near_duplicate_threshold), sha, ext.sha256, names,
+                ext.paths, n_jobs, said)
+        warnings += [w.replace("the external test set", f"the external test set {set_name!r}") if set_name else w
+                     for w in said]
     return SplitPlan(
         seed=int(seed),
         specs=specs,
@@ -508,12 +559,31 @@ def make_plan(
         data_hash=data_hash(labels, sha),
         excluded=excluded,
         warnings=warnings,
-        external_labels=ext_labels,
-        external_data_hash=ext_hash,
+        external={n: e.labels for n, e in sets.items()},
+        external_hashes={n: data_hash(e.labels, e.sha256 if e.sha256 is not None else e.labels)
+                         for n, e in sets.items()},
         near_duplicate_info=near_info,
         near_duplicates=report,
-        external_near_duplicates=ext_near,
+        external_near=ext_near,
     )
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """One external test set as the split plan sees it: its labels (for class counts and its
+    data hash), and optionally its content hashes, perceptual hashes and paths (for the warnings
+    about images it shares with the training set)."""
+
+    labels: np.ndarray | Sequence[str]
+    sha256: np.ndarray | Sequence[str] | None = None
+    perceptual_hashes: np.ndarray | None = None
+    paths: np.ndarray | Sequence[str] | None = None
+
+    def checked(self) -> ExternalSet:
+        """The same set with numpy string arrays."""
+        labels = np.asarray(self.labels, dtype=object).astype(str)
+        sha = None if self.sha256 is None else np.asarray(self.sha256, dtype=object).astype(str)
+        return ExternalSet(labels, sha, self.perceptual_hashes, self.paths)
 
 
 @dataclass(frozen=True)
@@ -746,6 +816,6 @@ def _fold_from_column(
     if bad:
         raise SplitError(f"{path}: column {col!r} has values {sorted(bad)}; expected train, test or -")
     train = np.flatnonzero(values == "train").astype(np.int64)
-    if meta["test_source"] == "external":
-        return Fold(train, np.arange(int(n_external or 0), dtype=np.int64), "external")
+    if meta["test_source"] == "external":  # every image of its test set (n_test: a named set's size)
+        return Fold(train, np.arange(int(meta.get("n_test", n_external or 0)), dtype=np.int64), "external")
     return Fold(train, np.flatnonzero(values == "test").astype(np.int64), "train")

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cytocompare.datasets import (
+    UNMAPPED,
     BadFilesError,
     LoadedDataset,
     SkippedFile,
@@ -198,6 +199,30 @@ def test_prefix_labels_with_label_map(tmp_path: Path) -> None:
     folder = load_dataset(root, label_map={"neutrophil": "NEU", "ig": "IG"})
     assert folder.class_counts == {"IG": 1, "NEU": 5}
     assert any("'platelet'" in w for w in folder.warnings)
+
+
+def test_unmapped_predict_keeps_the_unmapped_images_with_their_own_label(tmp_path: Path) -> None:
+    """Another lab's classes the model never learnt (platelets) stay in the set, labelled
+    UNMAPPED, with their own label beside every image; the class filter leaves them alone."""
+    root = tmp_path / "pbc"
+    for i, name in enumerate(["SNE_1.jpg", "BNE_2.jpg", "BNE_3.jpg"]):
+        _jpeg(root / "neutrophil" / name, i)
+    _jpeg(root / "platelet" / "PLATELET_4.jpg", 11)
+    label_map = {"SNE": "NGS", "BNE": "NGB"}
+    ds = load_dataset(root, label_from="prefix", label_map=label_map, unmapped="predict", classes=["NGS", "NGB"])
+    assert len(ds.images) == 4 and ds.skipped == [] and ds.n_unmapped == 1
+    by_name = {Path(p).name: (lab, src) for p, lab, src in zip(ds.images.paths, ds.images.labels, ds.source_labels)}
+    assert by_name == {"SNE_1.jpg": ("NGS", "SNE"), "BNE_2.jpg": ("NGB", "BNE"), "BNE_3.jpg": ("NGB", "BNE"),
+                       "PLATELET_4.jpg": (UNMAPPED, "PLATELET")}
+    assert ds.class_counts == {"NGB": 2, "NGS": 1}  # an unmapped image is no class
+    assert any("'PLATELET'" in w and "not scored" in w for w in ds.warnings)
+
+    skipped = load_dataset(root, label_from="prefix", label_map=label_map)  # the default leaves them out
+    assert len(skipped.images) == 3 and skipped.n_unmapped == 0 and len(skipped.skipped) == 1
+    folder = load_dataset(root)  # without a map, the own label is the label
+    assert folder.source_labels.tolist() == folder.images.labels.tolist()
+    with pytest.raises(ValueError, match="needs a label_map"):
+        load_dataset(root, unmapped="predict")
 
 
 def test_duplicates_are_reported(tmp_path: Path) -> None:

@@ -48,12 +48,15 @@ def _models_in(annotation: Any) -> tuple[list[type[BaseModel]], bool, str | None
         return models, bool(models), tag
     if origin in (typing.Union, types.UnionType, list, tuple, set, frozenset):
         found: list[type[BaseModel]] = []
-        mapped, tag = False, None
+        mapped, direct, tag = False, False, None
         for arg in args:
             models, under_mapping, inner_tag = _models_in(arg)
             found += [m for m in models if m not in found]
             mapped, tag = mapped or under_mapping, tag or inner_tag
-        return found, mapped, tag
+            direct = direct or (bool(models) and not under_mapping)
+        # one model both as the value and as a mapping's values (test_data: one set, or named
+        # sets of the same keys): its keys are documented once, by their direct paths
+        return found, mapped and not direct, tag
     return [], False, None
 
 

@@ -319,3 +319,92 @@ def test_feature_alignment_maps_the_external_features_and_is_logged(tmp_path: Pa
         assert ("aligned to the training set's" in result.output) == (align == "standardize")
     preds = {a: read_csv(tmp_path / a / "predictions" / "feat" / "ext" / "fold-0.csv") for a in outputs}
     assert [r["path"] for r in preds["none"]] == [r["path"] for r in preds["standardize"]]
+
+
+# ---------------------------------------------------------------------------- two class schemes
+def test_unmapped_external_cells_are_predicted_shown_and_never_scored(tmp_path: Path, two_labs):
+    """Fig. 4 across two schemes: with ``unmapped: predict`` the NGS cells (no entry in the test
+    set's label_map: a class "the model never learnt" for this lab's scheme) are predicted and
+    listed under their own label; every metric is over the mapped cells only; the two-scheme
+    matrix's CSV counts every prediction of every row."""
+    train, test = two_labs
+    extra = (f"test_data: {{path: {test}, label_from: prefix, label_map: {{BLA: BLA, LYT: LYT}}, unmapped: predict, "
+             "image_size: [64, 64], colour_normalize: reinhard}\n")
+    protocol = write_protocol(tmp_path, train, {"ext": "{kind: external}"}, extra=extra).read_text()
+    protocol = protocol.replace("reports: []", "reports: [confusion-chart]")
+    (tmp_path / "p.yaml").write_text(protocol)
+    out = tmp_path / "run"
+    result = run(str(tmp_path / "p.yaml"), "-o", str(out))
+    assert "8 kept unmapped" in result.output
+
+    tested = read_csv(out / "test_dataset.csv")
+    assert len(tested) == 24 and read_csv(out / "test_skipped.csv") == []
+    assert {(r["source_label"], r["label"]) for r in tested} == {("BLA", "BLA"), ("LYT", "LYT"), ("NGS", "")}
+    preds = read_csv(out / "predictions" / "colour" / "ext" / "fold-0.csv")
+    assert len(preds) == 24 and sum(r["truth"] == "" for r in preds) == 8
+
+    mapped = [r for r in preds if r["truth"]]
+    summary = {(r["split"], r["metric"]): float(r["mean"]) for r in read_csv(out / "metrics" / "summary.csv")
+               if r["method"] == "colour" and not r["class"]}
+    assert summary["ext", "accuracy_strict"] == pytest.approx(accuracy(mapped))
+    assert {r["class"] for r in read_csv(out / "metrics" / "long.csv") if r["class"]} == {"BLA", "LYT"}
+
+    by_label = {r["source_label"]: r for r in read_csv(out / "metrics" / "external_labels_colour_ext.csv")}
+    assert set(by_label) == {"BLA", "LYT", "NGS"}
+    ngs = by_label["NGS"]
+    assert (ngs["mapped_to"], ngs["n_images"], ngs["right_of_called_strict"]) == ("", "8", "")
+    calls = [r["prediction"] for r in preds if Path(r["path"]).name.startswith("NGS_")]
+    assert ngs["most_frequent_call"] == max(set(calls), key=calls.count)
+    bla = [r for r in mapped if r["truth"] == "BLA"]
+    assert float(by_label["BLA"]["right_of_called_strict"]) == pytest.approx(accuracy(bla))  # no no-call class here
+    assert (out / "charts" / "confusion_colour_ext.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------- named test sets
+def test_named_test_sets_are_each_predicted_by_one_fit(tmp_path: Path, two_labs):
+    """Two labs' sets in one protocol: each external split tests on the set it names, with that
+    set's own keys, files and matching; the model fitted for the first predicts the second."""
+    train, test = two_labs
+    extra = ("test_data:\n"
+             f"  lab_a: {{path: {test}, label_from: prefix, label_map: {{BLA: BLA, LYT: LYT}}, image_size: [64, 64],"
+             " colour_normalize: reinhard}\n"
+             f"  lab_b: {{path: {test}, label_from: prefix, label_map: {{NGS: NGS}}, image_size: [64, 64]}}\n")
+    splits = {"ext_a": "{kind: external, test_set: lab_a}", "ext_b": "{kind: external, test_set: lab_b}"}
+    protocol = write_protocol(tmp_path, train, splits, extra=extra)
+    protocol.write_text(protocol.read_text().replace("reports: []", "reports: [confusion-chart]"))
+    out = tmp_path / "run"
+    result = run(str(protocol), "-o", str(out))
+    assert "the model fitted for split 'ext_a' on the same 30 images predicts this test set" in result.output
+
+    a, b = read_csv(out / "test_lab_a_dataset.csv"), read_csv(out / "test_lab_b_dataset.csv")
+    assert ({r["label"] for r in a}, len(a), {r["label"] for r in b}, len(b)) == ({"BLA", "LYT"}, 16, {"NGS"}, 8)
+    assert json.loads((out / "test_lab_a_matching.json").read_text())["colour"] is not None
+    pred_a = read_csv(out / "predictions" / "colour" / "ext_a" / "fold-0.csv")
+    pred_b = read_csv(out / "predictions" / "colour" / "ext_b" / "fold-0.csv")
+    assert [r["path"] for r in pred_a] == [r["path"] for r in a] and [r["path"] for r in pred_b] == [r["path"] for r in b]
+    info_a = json.loads((out / "predictions" / "colour" / "ext_a" / "fold-0.json").read_text())
+    info_b = json.loads((out / "predictions" / "colour" / "ext_b" / "fold-0.json").read_text())
+    assert "fitted_for" not in info_a and info_b["fitted_for"] == "ext_a" and info_b["fit_seconds"] == 0
+    # each split's two-scheme table reads its own set's labels
+    for split, labels in (("ext_a", {"BLA", "LYT"}), ("ext_b", {"NGS"})):
+        table = read_csv(out / "metrics" / f"external_labels_colour_{split}.csv")
+        assert {r["source_label"] for r in table} == labels
+    plan = json.loads((out / "splits.json").read_text())
+    assert {n: s["n_images"] for n, s in plan["external_sets"].items()} == {"lab_a": 16, "lab_b": 8}
+    assert json.loads((out / "run.json").read_text())["test_data"] == {"lab_a": str(test), "lab_b": str(test)}
+    # resumed: nothing is fitted again, and the plan (with both sets' hashes) is the same
+    again = run(str(protocol), "-o", str(out))
+    assert "2 fold(s) resumed" in again.output
+
+
+@pytest.mark.parametrize(("splits", "message"), [
+    ({"ext": "{kind: external}"}, "test_data names several sets (lab_a, lab_b): say which one"),
+    ({"ext": "{kind: external, test_set: lab_c}"}, "unknown test set 'lab_c'; test_data names lab_a, lab_b"),
+    ({"ho": "{kind: holdout, test_set: lab_a}"}, "test_set"),
+])
+def test_named_test_set_references_are_checked(tmp_path: Path, two_labs, splits, message):
+    train, test = two_labs
+    extra = f"test_data:\n  lab_a: {{path: {test}}}\n  lab_b: {{path: {test}}}\n"
+    result = run("-o", str(tmp_path / "run"), str(write_protocol(tmp_path, train, splits, extra=extra)), ok=False)
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "run" / "run.json").exists()

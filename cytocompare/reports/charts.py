@@ -157,6 +157,10 @@ class ConfusionChartReporter(BaseComponent):
         return [self._draw(run, m, s, splits.get(s, {}).get("kind", ""), tested[s]) for m, s in pairs]
 
     def _draw(self, run: RunDir, method: str, split: str, kind: str, tested: list[str]) -> Path:
+        if kind == "external":
+            drawn = self._draw_two_schemes(run, method, split)
+            if drawn is not None:
+                return drawn
         plt = _pyplot()
         pooled = pooled_predictions(run, method, split)
         truth, pred, n_folds = pooled.truth, pooled.prediction, len(set(pooled.folds.tolist()))
@@ -195,6 +199,58 @@ class ConfusionChartReporter(BaseComponent):
         fig.savefig(path, dpi=self.dpi)
         plt.close(fig)
         return path
+
+
+    def _draw_two_schemes(self, run: RunDir, method: str, split: str) -> Path | None:
+        """Fig. 4: the external labels (rows) against every scheme code (columns), and
+        ``metrics/external_labels_<method>_<split>.csv``; None for a run whose test set has no
+        ``source_label`` column (written before it had one): the plain matrix is drawn then."""
+        from cytocompare.reports.external import (
+            EXTERNAL_LABEL_COLUMNS, draw_external_confusion, external_table, overall)
+        from cytocompare.tolerance import ToleranceMap
+
+        source = run.test_source_labels(run.test_file_prefix(split))
+        if source is None:
+            return None
+        mapped_of, label_of = source
+        parts = [run.read_predictions(m, s, k, unmapped=True) for m, s, k in run.completed()
+                 if m == method and s == split]
+        images = np.concatenate([p.images for p in parts]) if parts else np.array([], dtype=np.int64)
+        prediction = np.concatenate([p.prediction for p in parts]) if parts else np.array([], dtype=str)
+        learnt = run.labels()
+        no_call = run.no_call_classes()
+        # the scheme's lineage order (maturation stages side by side), as the paper's Fig. 4
+        columns = _lineage_codes(run)
+        columns += [c for c in learnt if c not in columns]
+        table = external_table(label_of[images], mapped_of[images], prediction, learnt=learnt, no_call=no_call,
+                               tolerance=ToleranceMap(run.tolerated_pairs()), order=columns)
+        run.write_csv(f"metrics/external_labels_{_safe(method)}_{_safe(split)}.csv", list(EXTERNAL_LABEL_COLUMNS),
+                      (r.as_csv_row() for r in table))
+        every, known = overall(table), overall(table, learnt_only=True)
+        title = (f"{method} — {split}: the test set's own labels against the {len(columns)} class codes\n"
+                 f"mapped cells: {every['n_images']:.0f}, called {every['coverage']:.0%}, "
+                 f"right of called {every['right_of_called_strict']:.0%} strict / "
+                 f"{every['right_of_called_tolerant']:.0%} tolerant; mapped to a learnt class: "
+                 f"{known['n_images']:.0f}, called {known['coverage']:.0%}, right {known['right_of_called_strict']:.0%}"
+                 f" / {known['right_of_called_tolerant']:.0%}")
+        plt = _pyplot()
+        fig = draw_external_confusion(plt, table, columns=columns, no_call=no_call, learnt=learnt, title=title)
+        path = run.path / "charts" / f"confusion_{_safe(method)}_{_safe(split)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=self.dpi)
+        plt.close(fig)
+        return path
+
+
+def _lineage_codes(run: RunDir) -> list[str]:
+    """The run's class scheme's codes in lineage order ([] when the scheme cannot be loaded)."""
+    from cytocompare.classes import load_scheme
+    from cytocompare.errors import ProtocolError
+
+    try:
+        return load_scheme(run.info.get("class_scheme", "matek2021")).lineage_order
+    except (ProtocolError, OSError, ValueError):  # a scheme file that moved since the run
+        return []
 
 
 #: the marker style of a per-class difference: clear (Holm p < alpha) or not
