@@ -408,3 +408,17 @@ def test_named_test_set_references_are_checked(tmp_path: Path, two_labs, splits,
     result = run("-o", str(tmp_path / "run"), str(write_protocol(tmp_path, train, splits, extra=extra)), ok=False)
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_test_data_option_names_the_set_it_replaces(tmp_path: Path, two_labs):
+    train, test = two_labs
+    extra = (f"test_data:\n  lab_a: {{path: {test}, label_from: prefix, image_size: [64, 64]}}\n"
+             "  lab_b: {path: /nowhere, label_from: prefix, image_size: [64, 64]}\n")
+    splits = {"ext_a": "{kind: external, test_set: lab_a}", "ext_b": "{kind: external, test_set: lab_b}"}
+    protocol = str(write_protocol(tmp_path, train, splits, extra=extra))
+    refused = run(protocol, "-o", str(tmp_path / "r0"), "--test-data", str(test), ok=False)
+    assert "give --test-data NAME=PATH" in refused.output and "lab_a, lab_b" in refused.output
+    out = tmp_path / "r1"
+    run(protocol, "-o", str(out), "--test-data", f"lab_b={test}")
+    assert json.loads((out / "run.json").read_text())["test_data"] == {"lab_a": str(test), "lab_b": str(test)}
+    assert len(read_csv(out / "test_lab_b_dataset.csv")) == 24

@@ -139,8 +139,12 @@ class ConfusionChartReporter(BaseComponent):
     """``charts/confusion_<method>_<split>.png``: row-normalised confusion matrix, pooled over folds.
 
     Rows = true class with its image count, columns = predicted class, cells in percent of the
-    row. For external splits, rows are the classes of the test set and columns every predicted
-    class (no-call classes included).
+    row. For external splits the matrix spans two class schemes (Matek et al. 2021, Fig. 4;
+    :mod:`cytocompare.reports.external`): rows are the test set's own labels (``source_label``,
+    images kept unmapped included), columns every code of the class scheme in lineage order with
+    the no-call classes apart, cells the image counts; it also writes
+    ``metrics/external_labels_<method>_<split>.csv``. A run written before test sets had
+    ``source_label`` gets the plain matrix: its test classes against every predicted class.
     """
 
     def __init__(self, dpi: int = 120, min_percent: float = 0.5) -> None:

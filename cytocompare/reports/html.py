@@ -281,7 +281,12 @@ class HtmlReporter(BaseComponent):
         names = class_names(run, every)
         n_train_classes = len(run.labels()) or len(every)
         run_rows = [(k, str(info[k])) for k in ("status", "protocol_name", "protocol_hash", "started", "finished",
-                                                 "data", "test_data") if info.get(k) not in (None, "")]
+                                                 "data") if info.get(k) not in (None, "")]
+        test_data = info.get("test_data")
+        if isinstance(test_data, dict):  # named test sets: a row each
+            run_rows += [(f"test_data.{name}", str(path)) for name, path in test_data.items()]
+        elif test_data not in (None, ""):
+            run_rows.append(("test_data", str(test_data)))
         run_rows.append(("methods", ", ".join(run.methods())))
         run_rows += [(str(k), str(v)) for k, v in sorted(info.get("versions", {}).items())]
         note = failure_note(run)
