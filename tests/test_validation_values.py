@@ -113,6 +113,16 @@ def test_bad_mrmr_method_is_reported_with_the_choices():
     assert "'MIX'" in msg and "'MIQ'" in msg and "'MID'" in msg
 
 
+def test_mrmr_max_correlation_without_drop_uninformative_is_reported():
+    _needs_constraints("feature_selector", "mrmr")
+    msg = _problems(_classical(method="MIQ, max_correlation: 0.999"))
+    assert "methods.classical.selector" in msg and "drop_uninformative" in msg
+    good = _classical(method="MIQ, drop_uninformative: true, max_correlation: 0.999")
+    assert check_against_registry(parse_protocol(good), get_registry()) == []
+    msg = _problems(_classical(method="MIQ, drop_uninformative: true, max_correlation: 1.5"))
+    assert "methods.classical.selector.params.max_correlation\n" in msg
+
+
 def test_bad_class_weight_is_reported_with_the_choices():
     _needs_constraints("classifier", "svm-rbf")
     msg = _problems(_classical(class_weight="balancd"))

@@ -42,7 +42,7 @@ from cytocompare.base import BaseComponent, check_is_fitted
 from cytocompare.protocols import Tags
 from cytocompare_classical._validation import validate_features, validate_training_data
 from cytocompare_classical.discretize import apply_thresholds, fit_thresholds
-from cytocompare_classical.informative import informative_columns
+from cytocompare_classical.informative import clean_columns
 
 __all__ = ["MRMRSelector", "mrmr_select", "mutual_information", "PYMRMR_INSTALL_HINT"]
 
@@ -467,6 +467,11 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         copies of an earlier column (:func:`~cytocompare_classical.informative.informative_columns`,
         fit on the training rows only). Picks are still indices of the input columns. False
         reproduces pymrmr on the full matrix.
+    max_correlation : float in (0, 1] or None
+        With ``drop_uninformative``, also drop every *near-copy*: a column whose absolute Pearson
+        correlation on the training rows with an earlier kept column exceeds this value (greedy
+        in column order; :func:`~cytocompare_classical.informative.clean_columns`). None
+        (default): exact copies only.
 
     Attributes
     ----------
@@ -485,6 +490,8 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         The candidate input columns (all of them unless ``drop_uninformative``).
     n_constant_, n_duplicate_ : int
         Columns dropped as constant and as exact duplicates (0 unless ``drop_uninformative``).
+    n_near_copy_ : int
+        Columns dropped by ``max_correlation`` (0 unless set).
     """
 
     tags: ClassVar[Tags] = Tags(deterministic=True)
@@ -497,6 +504,7 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         "backend": [StrOptions({"native", "pymrmr"})],
         "pool_size": [Interval(Integral, 1, None, closed="left"), None],
         "drop_uninformative": ["boolean"],
+        "max_correlation": [Interval(Real, 0, 1, closed="right"), None],
     }
 
     def __init__(
@@ -509,6 +517,7 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         backend: str = "native",
         pool_size: int | None = PYMRMR_POOL_SIZE,
         drop_uninformative: bool = False,
+        max_correlation: float | None = None,
     ) -> None:
         self.k = k
         self.method = method
@@ -518,6 +527,7 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         self.backend = backend
         self.pool_size = pool_size
         self.drop_uninformative = drop_uninformative
+        self.max_correlation = max_correlation
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -529,6 +539,13 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         self._validate_params()
         if isinstance(self.k, bool):  # an Integral to Python, not a number of features
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        self.validate_params()
+
+    def validate_params(self) -> None:
+        """The checks across parameters (the protocol validator calls this too)."""
+        if not self.drop_uninformative and self.max_correlation is not None:
+            raise ValueError("max_correlation refines drop_uninformative; "
+                             "set drop_uninformative: true to use it")
 
     def discretize(self, X: np.ndarray) -> np.ndarray:
         """uint8 codes (n_samples, n_features) of ``X`` with the fitted training thresholds."""
@@ -542,11 +559,13 @@ class MRMRSelector(TransformerMixin, BaseComponent):
         X, y = validate_training_data(self, X, y)
         p = X.shape[1]
         thresholds = fit_thresholds(X, self.discretization, self.sigma_k, self.n_bins)
-        representative = np.arange(p)
         if self.drop_uninformative:
-            informative, representative = informative_columns(X)
+            informative, _, reason = clean_columns(X, self.max_correlation)
+            if informative.size == 0:
+                raise ValueError(f"no informative column to select from: every column is constant "
+                                 f"on the training rows (n_samples={X.shape[0]})")
         else:
-            informative = np.arange(p)
+            informative, reason = np.arange(p), np.full(p, "kept")
         codes_fm = apply_thresholds(X[:, informative], thresholds[informative], self.discretization,
                                     feature_major=True)
         yc, classes = _encode_labels(y)
@@ -574,17 +593,25 @@ class MRMRSelector(TransformerMixin, BaseComponent):
             picks = pymrmr_select(codes_fm.T, yc, k, self.method)
             scores = [float("nan")] * len(picks)
 
-        # back to input columns; a duplicate has its twin's relevance, a constant column none
+        # back to input columns; a dropped column's relevance is its own I(f; c) on the training
+        # rows (a duplicate's equals its twin's, a constant's is 0)
         full_relevance = np.zeros(p_in)
         full_relevance[informative] = relevance
-        rep = np.asarray(representative)
-        full_relevance[rep >= 0] = full_relevance[rep[rep >= 0]]
+        dropped = np.setdiff1d(np.arange(p_in), informative)
+        if dropped.size:
+            dcodes = apply_thresholds(X[:, dropped], thresholds[dropped], self.discretization,
+                                      feature_major=True)
+            full_relevance[dropped] = _mi_one_vs_many(
+                yc, classes.size, dcodes, np.arange(dropped.size, dtype=np.int64),
+                dcodes.min(axis=1), dcodes.max(axis=1))
+        full_relevance[reason == "constant"] = 0.0  # exactly, not a rounding residue
         self.thresholds_ = thresholds
         self.classes_ = classes
         self.relevance_ = full_relevance
         self.informative_ = informative
-        self.n_constant_ = int((rep < 0).sum())
-        self.n_duplicate_ = int(p_in - informative.size - self.n_constant_)
+        self.n_constant_ = int((reason == "constant").sum())
+        self.n_duplicate_ = int((reason == "duplicate").sum())
+        self.n_near_copy_ = int((reason == "near-copy").sum())
         self.selected_ = informative[np.asarray(picks, dtype=np.int64)]
         self.scores_ = np.asarray(scores, dtype=np.float64)
         self.warnings_ = notes

@@ -17,7 +17,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.kernel_approximation import Nystroem
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import QuantileTransformer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.metaestimators import available_if
 # scikit-learn's parameter-constraint types: private module, but the documented way for
@@ -266,6 +266,11 @@ class RBFSVM(_SVMBase):
         Parallel grid-search fits; None = scikit-learn's default (one, unless inside a joblib
         ``parallel_backend``). The runner passes the protocol's ``n_jobs`` here.
     random_state : int
+    scaling : {"standard", "quantile"}
+        How features are put on one scale before the kernel, fitted on the training rows:
+        ``"standard"`` (default) mean 0 / sd 1; ``"quantile"`` each feature's training
+        quantiles (at most 1000) mapped onto normal scores, then sd 1 (rank-based, so outliers
+        and heavy tails do not dominate the RBF distances; slower).
 
     Attributes
     ----------
@@ -284,6 +289,7 @@ class RBFSVM(_SVMBase):
         "gamma": [StrOptions({"scale", "auto"}), Interval(Real, 0, None, closed="neither")],
         "probability": ["boolean"],
         "cache_size": [Interval(Real, 0, None, closed="neither")],
+        "scaling": [StrOptions({"standard", "quantile"})],
     }
 
     def __init__(
@@ -299,6 +305,7 @@ class RBFSVM(_SVMBase):
         cache_size: float = 500.0,
         n_jobs: int | None = None,
         random_state: int = 0,
+        scaling: str = "standard",
     ) -> None:
         self.C = C
         self.gamma = gamma
@@ -311,6 +318,7 @@ class RBFSVM(_SVMBase):
         self.cache_size = cache_size
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.scaling = scaling
 
     def _pipeline(self, n_samples: int, n_features: int, final: bool = False, **overrides: Any) -> Pipeline:
         params = {**self._base_params(), **overrides}
@@ -324,7 +332,17 @@ class RBFSVM(_SVMBase):
             if folds < 2:
                 raise ValueError("probability=True needs at least 2 training examples of every class")
             svc = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False)
-        return Pipeline([("scale", StandardScaler()), ("clf", svc)])
+        scale: Any = StandardScaler()
+        if self.scaling == "quantile":
+            # each feature through its training rows' empirical distribution onto normal scores
+            # (rank-based: a heavy tail or an outlier no longer sets the RBF distances), then unit
+            # variance, so gamma keeps its meaning; fitted on the rows passed to fit, like the scaler
+            scale = Pipeline([
+                ("rank", QuantileTransformer(n_quantiles=int(max(1, min(1000, n_samples))),
+                                             output_distribution="normal", subsample=None)),
+                ("std", StandardScaler()),
+            ])
+        return Pipeline([("scale", scale), ("clf", svc)])
 
     @available_if(lambda self: self.probability)
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

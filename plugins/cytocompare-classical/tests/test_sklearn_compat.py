@@ -39,8 +39,9 @@ _K_CLAMPED = pytest.mark.filterwarnings("ignore:k=.* exceeds:UserWarning")  # k=
 
 # about 5 s of work in all: the settings the runner's fast parameters and the defaults of the cheap ones use
 @parametrize_with_checks(
-    [RBFSVM(param_grid=None), NystroemSVM(n_components=50), NystroemSVM(n_components=20, param_grid="default"),
-     MRMRSelector(), MRMRSelector(k=2, method="MID", discretization="quantile", n_bins=4)],
+    [RBFSVM(param_grid=None), RBFSVM(param_grid=None, scaling="quantile"), NystroemSVM(n_components=50), NystroemSVM(n_components=20, param_grid="default"),
+     MRMRSelector(), MRMRSelector(k=2, method="MID", discretization="quantile", n_bins=4),
+     MRMRSelector(k=2, drop_uninformative=True, max_correlation=0.999)],
     expected_failed_checks=expected_failed_checks,
 )
 @_K_CLAMPED

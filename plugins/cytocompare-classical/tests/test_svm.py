@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
+from sklearn.preprocessing import StandardScaler
 
 from cytocompare.base import clone
 from cytocompare.errors import NotFittedError
@@ -107,3 +108,40 @@ def test_conventions_and_bad_input(cls, blobs) -> None:
         fitted.predict(bad)
     with pytest.raises(ValueError, match="features"):
         fitted.predict(X[:, :2])
+
+
+# ------------------------------------------------------------------ scaling="quantile"
+
+def test_quantile_scaling_ignores_monotone_transforms_of_the_training_rows(blobs) -> None:
+    """Rank-based: a strictly increasing map of any feature (here exp and cube) leaves the
+    scaled training rows, hence the model and its decisions on them, unchanged."""
+    X, y = blobs
+    warped = X.copy()
+    warped[:, 0] = np.exp(X[:, 0])
+    warped[:, 1] = X[:, 1] ** 3
+    a = RBFSVM(param_grid=None, scaling="quantile").fit(X, y)
+    b = RBFSVM(param_grid=None, scaling="quantile").fit(warped, y)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(warped), atol=1e-9)
+    # the standardising default is not invariant: a heavy tail changes the distances
+    s_a = RBFSVM(param_grid=None).fit(X, y).decision_function(X)
+    s_b = RBFSVM(param_grid=None).fit(warped, y).decision_function(warped)
+    assert not np.allclose(s_a, s_b, atol=1e-3)
+
+
+def test_quantile_scaling_is_fitted_on_the_training_rows(blobs) -> None:
+    X, y = blobs
+    est = RBFSVM(param_grid=None, scaling="quantile").fit(X[:200], y[:200])
+    rank = est.model_.named_steps["scale"].named_steps["rank"]
+    assert rank.n_quantiles_ == 200
+    np.testing.assert_array_equal(rank.quantiles_[[0, -1]], np.stack([X[:200].min(0), X[:200].max(0)]))
+    assert (est.predict(X[200:]) == y[200:]).mean() > 0.9
+    # the grid search's pipelines are built for their (smaller) training folds
+    searched = RBFSVM(scaling="quantile").fit(X[:200], y[:200])
+    assert searched.model_.named_steps["scale"].named_steps["rank"].n_quantiles_ == 200
+    assert isinstance(RBFSVM().fit(X, y).model_.named_steps["scale"], StandardScaler)
+
+
+def test_unknown_scaling_is_refused(blobs) -> None:
+    X, y = blobs
+    with pytest.raises(ValueError, match="scaling"):
+        RBFSVM(scaling="rank").fit(X, y)
