@@ -280,17 +280,28 @@ def test_shape_on_the_bounding_box_equals_the_whole_crop() -> None:
 REFERENCE_ROWS = Path(__file__).resolve().parent / "data" / "feature_rows_5e13e9f.npz"
 
 
+#: The CIE L*a*b* channels come from skimage's ``rgb2lab`` in float32, whose last digits moved
+#: between the dependency builds of 2026-12-01 and 2026-12-02 (our code unchanged: the test failed
+#: on the commit it had passed on): lab_a/lab_b pixel values by ~1e-6. Higher moments amplify that
+#: (kurtosis by ~1e-3 relative), and LBP, which compares neighbours with ``>=``, flips the bits of
+#: near-tied neighbour pairs (83 horizontal pairs within 1e-6 in lab_a of BLA_00002): histogram bins,
+#: fractions of the cell's pixels, moved by up to ~4e-4. Those columns get a tolerance of that size;
+#: the other 5,175 of the 6,120 columns stay at rtol 1e-6.
+LAB_RTOL, LAB_ATOL = 2e-3, 1e-3
+
+
 def test_full_rows_equal_the_implementation_before_the_speed_ups() -> None:
     from cytocompare.images import read_image
 
     ref = np.load(REFERENCE_ROWS)
     names = feature_names("full")
     cols = [names.index(n) for n in ref["names"]]  # by name: a family added later adds columns only
+    lab = np.array([".lab_a." in str(n) or ".lab_b." in str(n) for n in ref["names"]])
     for cell, want in zip(ref["cells"], ref["rows"]):
         row, seg = compute_features(read_image(SAMPLE.parent / str(cell)), "full")
         assert seg.ok
         got = row[cols]
-        bad = ~np.isclose(got, want, rtol=1e-6, atol=1e-9)
+        bad = ~np.isclose(got, want, rtol=np.where(lab, LAB_RTOL, 1e-6), atol=np.where(lab, LAB_ATOL, 1e-9))
         assert not bad.any(), f"{cell}: {int(bad.sum())} features differ, e.g. " + ", ".join(
             f"{ref['names'][i]} {got[i]!r} != {want[i]!r}" for i in np.flatnonzero(bad)[:5])
 
