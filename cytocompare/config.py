@@ -26,7 +26,7 @@ from cytocompare.errors import ProtocolError
 from cytocompare.evaluation import DEFAULT_EVALUATORS, DEFAULT_REPORTERS
 from cytocompare.pipeline import input_chain_problem
 from cytocompare.registry import METHOD_KINDS, ComponentSpec, Kind, Registry, protocol_defaults
-from cytocompare.splits import SplitSpec
+from cytocompare.splits import UNNAMED_TEST_SET, ExternalSpec, SplitSpec
 
 
 class _Strict(BaseModel):
@@ -107,11 +107,6 @@ class DataSpec(_Strict):
     def fixed_scale(self) -> float | None:
         """The rescale factor known before any image is read (a number given in the protocol)."""
         return self.scale if isinstance(self.scale, float) else None
-
-
-#: the name of the one test set of a protocol whose ``test_data`` is a single, unnamed set (its
-#: files are ``test_dataset.csv``, ...; a named set ``pbc`` has ``test_pbc_dataset.csv``, ...)
-UNNAMED_TEST_SET = ""
 
 
 def test_file_prefix(name: str) -> str:
@@ -232,8 +227,7 @@ class Protocol(_Strict):
     def test_set_of(self, split: str) -> str:
         """The name of the test set an external split tests on (validated: it exists)."""
         spec = self.splits[split]
-        name = getattr(spec, "test_set", None)
-        return UNNAMED_TEST_SET if name is None else name
+        return spec.test_set_name if isinstance(spec, ExternalSpec) else UNNAMED_TEST_SET
 
     @field_validator("methods")
     @classmethod

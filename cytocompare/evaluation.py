@@ -51,16 +51,22 @@ def runs_last(reporter: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------- reading a run
-def _scheme_codes(run: RunDir) -> list[str]:
-    """The codes of the run's class scheme in scheme order (run.json ``class_scheme``, else
-    matek2021, as :func:`cytocompare.reports._inferred_from`); [] when it cannot be loaded."""
+def run_scheme(run: RunDir) -> Any:
+    """The run's class scheme (run.json ``class_scheme``, else matek2021, as
+    :func:`cytocompare.reports._inferred_from`); None when it cannot be loaded."""
     from cytocompare.classes import load_scheme
     from cytocompare.errors import ProtocolError
 
     try:
-        return list(load_scheme(run.info.get("class_scheme", "matek2021")).codes)
+        return load_scheme(run.info.get("class_scheme", "matek2021"))
     except (ProtocolError, OSError, ValueError):  # a scheme file that moved since the run
-        return []
+        return None
+
+
+def _scheme_codes(run: RunDir) -> list[str]:
+    """The codes of the run's class scheme in scheme order; [] when it cannot be loaded."""
+    scheme = run_scheme(run)
+    return [] if scheme is None else list(scheme.codes)
 
 
 def display_order(run: RunDir, classes: set[str] | Sequence[str]) -> list[str]:
@@ -113,13 +119,15 @@ def _context(run: RunDir, labels: tuple[str, ...]) -> EvaluationContext:
     )
 
 
-def pooled_predictions(run: RunDir, method: str, split: str) -> MethodPredictions:
+def pooled_predictions(run: RunDir, method: str, split: str, *, unmapped: bool = False) -> MethodPredictions:
     """Predictions of one method on one split, every completed fold in fold order.
 
     In k-fold every image is tested exactly once, so this is one prediction per image; the fold
-    of each row is kept for fold-wise statistics.
+    of each row is kept for fold-wise statistics. ``unmapped``: with the external images kept
+    without a class (:meth:`cytocompare.rundir.RunDir.read_predictions`).
     """
-    parts = [(k, run.read_predictions(m, s, k)) for m, s, k in run.completed() if m == method and s == split]
+    parts = [(k, run.read_predictions(m, s, k, unmapped=unmapped)) for m, s, k in run.completed()
+             if m == method and s == split]
     if not parts:
         empty = np.array([], dtype=str)
         return MethodPredictions(np.array([], dtype=np.int64), np.array([], dtype=np.int64), empty, empty)

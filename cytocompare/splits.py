@@ -95,6 +95,11 @@ class KFoldSpec(_SplitModel):
         return self.n_splits
 
 
+#: the name of the one test set of a protocol whose ``test_data`` is a single, unnamed set (its
+#: files are ``test_dataset.csv``, ...; a named set ``pbc`` has ``test_pbc_dataset.csv``, ...)
+UNNAMED_TEST_SET = ""
+
+
 class ExternalSpec(_SplitModel):
     """Train on the whole training set, test on the protocol's separate ``test_data``."""
 
@@ -102,6 +107,11 @@ class ExternalSpec(_SplitModel):
     test_set: str | None = Field(
         None, description="which of the protocol's named test_data sets this split tests on (needed when "
         "test_data names several; none: the one unnamed set)")
+
+    @property
+    def test_set_name(self) -> str:
+        """The test set this split tests on (:data:`UNNAMED_TEST_SET` when ``test_set`` is none)."""
+        return UNNAMED_TEST_SET if self.test_set is None else self.test_set
 
     @property
     def min_per_class(self) -> int:
@@ -305,8 +315,9 @@ class SplitPlan:
         return header, [[paths[i], external_paths[j], d] for i, j, d in self.external_near.get(test_set, [])]
 
     def test_set_of(self, split_name: str) -> str:
-        """The test set an external split tests on ("" : the unnamed one)."""
-        return getattr(self.specs[split_name], "test_set", None) or ""
+        """The test set an external split tests on (:data:`UNNAMED_TEST_SET`: the unnamed one)."""
+        spec = self.specs[split_name]
+        return spec.test_set_name if isinstance(spec, ExternalSpec) else UNNAMED_TEST_SET
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able description that is ``splits.json`` (:meth:`to_json_text`)."""
@@ -530,8 +541,8 @@ def make_plan(
     for name, spec in specs.items():
         small = _small_classes(name, spec, groups, small_classes, excluded)
         if spec.kind == "external":
-            wanted = spec.test_set or ""
-            if wanted and wanted not in sets:
+            wanted = spec.test_set_name
+            if wanted != UNNAMED_TEST_SET and wanted not in sets:
                 raise SplitError(f"split {name!r} tests on the external set {wanted!r}, which was not given "
                                  f"(given: {', '.join(repr(n) for n in sets) or 'none'})")
             chosen = sets.get(wanted)
@@ -542,15 +553,13 @@ def make_plan(
             folds_by_split[name] = _kfold_folds(name, spec, groups, small, seed)
     ext_near: dict[str, list[tuple[int, int, int]]] = {}
     for set_name, ext in sets.items():
-        said: list[str] = []
+        what = f"the external test set {set_name!r}" if set_name else "the external test set"
         if ext.sha256 is not None:
-            _warn_external_overlap(sha, ext.sha256, said)
+            _warn_external_overlap(sha, ext.sha256, warnings, what)
         if near_duplicate_threshold is not None and ext.perceptual_hashes is not None:
             ext_near[set_name] = _warn_external_near(
                 near_duplicate_hashes, ext.perceptual_hashes, int(near_duplicate_threshold), sha, ext.sha256, names,
-                ext.paths, n_jobs, said)
-        warnings += [w.replace("the external test set", f"the external test set {set_name!r}") if set_name else w
-                     for w in said]
+                ext.paths, n_jobs, warnings, what)
     return SplitPlan(
         seed=int(seed),
         specs=specs,
@@ -758,15 +767,16 @@ def _external_fold(name: str, groups: _DuplicateGroups, ext_labels: np.ndarray |
     return Fold(train, np.arange(len(ext_labels), dtype=np.int64), "external")
 
 
-def _warn_external_overlap(sha: np.ndarray, ext_sha: np.ndarray, warnings: list[str]) -> None:
+def _warn_external_overlap(sha: np.ndarray, ext_sha: np.ndarray, warnings: list[str],
+                            what: str = "the external test set") -> None:
     shared = np.intersect1d(sha, ext_sha)
     if len(shared):
-        warnings.append(f"{len(shared)} image(s) of the external test set are byte-identical to training images")
+        warnings.append(f"{len(shared)} image(s) of {what} are byte-identical to training images")
 
 
 def _warn_external_near(
     hashes: Any, ext_hashes: Any, threshold: int, sha: np.ndarray, ext_sha: np.ndarray | None,
-    names: np.ndarray, ext_paths: Any, n_jobs: int, warnings: list[str],
+    names: np.ndarray, ext_paths: Any, n_jobs: int, warnings: list[str], what: str = "the external test set",
 ) -> list[tuple[int, int, int]]:
     """Train/external pairs within ``threshold`` that are not byte-identical (those have their
     own warning): a warning naming a few, and the pairs."""
@@ -782,7 +792,7 @@ def _warn_external_near(
                  else np.asarray([f"test #{k}" for k in range(int(j.max()) + 1)], dtype=object))
     examples = ", ".join(f"{ext_names[b]} ~ {names[a]} (distance {c})" for a, b, c in list(zip(i, j, d))[:3])
     warnings.append(
-        f"{len(np.unique(j))} image(s) of the external test set are near-duplicates of training images "
+        f"{len(np.unique(j))} image(s) of {what} are near-duplicates of training images "
         f"(perceptual hash distance <= {threshold}, not byte-identical), e.g. {examples}")
     return [(int(a), int(b), int(c)) for a, b, c in zip(i, j, d)]
 

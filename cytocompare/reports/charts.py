@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cytocompare.base import BaseComponent
-from cytocompare.evaluation import display_order, pooled_predictions, split_labels
+from cytocompare.evaluation import display_order, pooled_predictions, run_scheme, split_labels
 from cytocompare.metrics import confusion_matrix
 from cytocompare.reports import MetricsView, class_names, ensure_metrics
 from cytocompare.rundir import RunDir
@@ -204,7 +204,6 @@ class ConfusionChartReporter(BaseComponent):
         plt.close(fig)
         return path
 
-
     def _draw_two_schemes(self, run: RunDir, method: str, split: str) -> Path | None:
         """Fig. 4: the external labels (rows) against every scheme code (columns), and
         ``metrics/external_labels_<method>_<split>.csv``; None for a run whose test set has no
@@ -217,14 +216,13 @@ class ConfusionChartReporter(BaseComponent):
         if source is None:
             return None
         mapped_of, label_of = source
-        parts = [run.read_predictions(m, s, k, unmapped=True) for m, s, k in run.completed()
-                 if m == method and s == split]
-        images = np.concatenate([p.images for p in parts]) if parts else np.array([], dtype=np.int64)
-        prediction = np.concatenate([p.prediction for p in parts]) if parts else np.array([], dtype=str)
+        pooled = pooled_predictions(run, method, split, unmapped=True)
+        images, prediction = pooled.images, pooled.prediction
         learnt = run.labels()
         no_call = run.no_call_classes()
         # the scheme's lineage order (maturation stages side by side), as the paper's Fig. 4
-        columns = _lineage_codes(run)
+        scheme = run_scheme(run)
+        columns = [] if scheme is None else list(scheme.lineage_order)
         columns += [c for c in learnt if c not in columns]
         table = external_table(label_of[images], mapped_of[images], prediction, learnt=learnt, no_call=no_call,
                                tolerance=ToleranceMap(run.tolerated_pairs()), order=columns)
@@ -244,17 +242,6 @@ class ConfusionChartReporter(BaseComponent):
         fig.savefig(path, dpi=self.dpi)
         plt.close(fig)
         return path
-
-
-def _lineage_codes(run: RunDir) -> list[str]:
-    """The run's class scheme's codes in lineage order ([] when the scheme cannot be loaded)."""
-    from cytocompare.classes import load_scheme
-    from cytocompare.errors import ProtocolError
-
-    try:
-        return load_scheme(run.info.get("class_scheme", "matek2021")).lineage_order
-    except (ProtocolError, OSError, ValueError):  # a scheme file that moved since the run
-        return []
 
 
 #: the marker style of a per-class difference: clear (Holm p < alpha) or not
